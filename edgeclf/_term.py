@@ -1,0 +1,95 @@
+"""Terminal output: tables, progress lines. Standard library only; everything goes to
+stderr except tables and results, which go to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, align: str | None = None) -> str:
+    """A plain-text table. ``align`` is a string of 'l'/'r' per column (default: numbers right)."""
+    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    headers = [str(h) for h in headers]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, v in enumerate(r):
+            widths[i] = max(widths[i], len(v))
+    if align is None:
+        align = "".join(
+            "r" if rows and all(_numeric(r[i]) for r in rows if r[i]) and any(r[i] for r in rows) else "l"
+            for i in range(len(headers))
+        )
+
+    def fmt(cells):
+        out = []
+        for i, v in enumerate(cells):
+            out.append(v.rjust(widths[i]) if align[i] == "r" else v.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _numeric(s: str) -> bool:
+    s = s.strip().rstrip("%x").replace(",", "").lstrip("+-")
+    for unit in (" KB", " MB", " GB", " B", " ms", " s"):
+        if s.endswith(unit):
+            s = s[: -len(unit)]
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def human_bytes(n: int) -> str:
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def progress(items: Iterable[T], *, total: int | None = None, label: str = "", every: float = 0.5) -> Iterator[T]:
+    """Yield ``items`` while drawing ``label  done/total  rate`` on stderr (a bar on a tty,
+    a few plain lines otherwise)."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    tty = sys.stderr.isatty()
+    start = last = time.monotonic()
+    n = 0
+
+    def draw(final=False):
+        elapsed = max(time.monotonic() - start, 1e-9)
+        rate = n / elapsed
+        if total:
+            frac = n / total
+            bar = ("#" * int(frac * 24)).ljust(24)
+            text = f"{label} [{bar}] {n}/{total} {rate:.0f}/s"
+        else:
+            text = f"{label} {n} {rate:.0f}/s"
+        if tty:
+            sys.stderr.write("\r" + text + ("\n" if final else ""))
+        elif final:
+            sys.stderr.write(text + f" in {elapsed:.1f}s\n")
+        sys.stderr.flush()
+
+    for item in items:
+        yield item
+        n += 1
+        now = time.monotonic()
+        if tty and now - last >= every:
+            last = now
+            draw()
+    draw(final=True)

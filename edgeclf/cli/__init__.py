@@ -1,0 +1,61 @@
+"""The ``edgeclf`` command. Each command module keeps its heavy imports (TensorFlow,
+the engines) inside the command functions, so ``edgeclf --help`` and the runtime-only
+commands start in a fraction of a second and never load TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import EdgeclfError
+
+
+class _Group(click.Group):
+    """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeclfError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; nothing half-written was left behind.", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except MemoryError:
+            click.echo("Error: out of memory; try a smaller --batch-size or --image-size", err=True)
+            sys.exit(1)
+        except Exception as exc:  # a bug, not bad input: one line, traceback on request
+            if os.environ.get("EDGECLF_VERBOSE"):
+                raise
+            click.echo(
+                f"Error: internal error {type(exc).__name__}: {exc}\n"
+                "       (a bug in edgeclf; rerun with EDGECLF_VERBOSE=1 for the traceback and report it)",
+                err=True,
+            )
+            sys.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgeclf")
+def main():
+    """Train image classifiers, quantize and export them to TFLite and ONNX, and prove
+    on-device parity and latency with a TensorFlow-free runtime.
+
+    Set EDGECLF_VERBOSE=1 to see TensorFlow's own logs and full tracebacks."""
+
+
+def _register():
+    from . import compare, data, export, predict, train
+
+    for module in (data, train, export, predict, compare):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,7 @@
+"""CLI commands: predict. Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,45 @@
+"""The exception tree. Standard library only, so every layer can raise these.
+
+Every error a user can cause is an ``EdgeclfError`` whose message says what was wrong,
+where, and what to do; the CLI prints it as one ``Error: ...`` line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class EdgeclfError(Exception):
+    """Base class of every error edgeclf raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeclfError):
+    """An option or argument that makes no sense (bad precision, thread count 0, ...)."""
+
+    exit_code = 2
+
+
+class DataError(EdgeclfError):
+    """A dataset that cannot be used: missing, empty, one class, classes that differ."""
+
+
+class ImageError(EdgeclfError):
+    """One image that cannot be decoded: corrupt, truncated, not an image, too large."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path) if path is not None else None
+        self.reason = reason
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{reason}")
+
+
+class ModelFileError(EdgeclfError):
+    """A model file that cannot be loaded: empty, truncated, wrong format, no metadata."""
+
+
+class ExportError(EdgeclfError):
+    """An export that ran but produced a file that fails its checks (parity, collapse)."""
+
+
+class MissingDependencyError(EdgeclfError):
+    """An optional package is not installed; the message names the extra to install."""

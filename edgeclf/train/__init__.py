@@ -1,0 +1,1 @@
+"""edgeclf.train."""
