@@ -164,7 +164,10 @@ def read_tflite_metadata(data: bytes, *, source: str = "model") -> Optional[Mode
     schema = _tflite_schema()
     try:
         model = schema.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
+        count = model.MetadataLength()
+        if count > 4096:  # a real model has a handful; a huge count is a damaged header
+            raise ModelFileError(f"{source}: TFLite file is damaged (claims {count} metadata entries)")
+        for i in range(count):
             entry = model.Metadata(i)
             name = entry.Name()
             if name is None or name.decode("utf-8", "replace") != METADATA_KEY:

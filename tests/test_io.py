@@ -1,0 +1,47 @@
+"""Atomic writes: a failure leaves the old file or none, never half of one."""
+
+import os
+
+import pytest
+
+from edgeclf._io import atomic_dir, atomic_path, write_bytes, write_json
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.suffix.endswith(".tflite"), "temp name must keep the suffix for format-sniffing writers"
+            tmp.write_bytes(b"half-wri")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite"], "temp file left behind"
+
+
+def test_atomic_path_replaces_on_success(tmp_path):
+    target = tmp_path / "sub" / "x.json"
+    write_json(target, {"a": 1})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert os.listdir(target.parent) == ["x.json"]
+
+
+def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep").write_text("1")
+    with pytest.raises(FileExistsError):
+        with atomic_dir(out):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "partial").write_text("x")
+            raise KeyboardInterrupt
+    assert os.listdir(out) == ["keep"], "old run must survive an interrupted overwrite"
+    assert sorted(os.listdir(tmp_path)) == ["run"], "temp folder left behind"
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "new").write_text("y")
+    assert os.listdir(out) == ["new"]
+    assert sorted(os.listdir(tmp_path)) == ["run"]
