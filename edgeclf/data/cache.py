@@ -1,0 +1,242 @@
+"""Decode every image once, in parallel processes, into a uint8 cache on disk.
+
+The cache for one dataset root, image size and resize method is a folder holding
+``index.json`` and one ``pixels-<token>.npy`` array (N, H, W, 3). The index maps each file to
+its row, keyed by the file's (path, size, mtime); a changed, added or removed file is noticed
+on the next run, and only what changed is decoded again. Files that failed to decode are
+remembered with their reason under the same key, so they are not retried until they change.
+
+Writes are atomic: a new array is written under a fresh name, then the index is replaced to
+point at it, then the old array is removed. A crash leaves the old cache usable. Two
+processes updating the same cache at once are not coordinated (the later index wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .._io import atomic_path, write_json
+from .._term import progress
+from ..errors import ImageError
+from ..runtime.preprocess import ResizeMethod, image_size_arg, load_image
+
+CACHE_VERSION = 1
+_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    """The decoded images of ``paths`` (only the readable ones, in the order asked for).
+
+    ``pixels`` may be a read-only memory map; ``bad`` maps unreadable path -> reason.
+    """
+
+    paths: tuple[str, ...]
+    pixels: np.ndarray
+    bad: dict
+    decoded: int
+    reused: int
+    cache_dir: Path | None
+
+    def rows(self, paths: Sequence[str]) -> np.ndarray:
+        """Row numbers in ``pixels`` for ``paths`` (all of which must be readable)."""
+        where = {p: i for i, p in enumerate(self.paths)}
+        return np.asarray([where[p] for p in paths], dtype=np.int64)
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("EDGECLF_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgeclf" / "images"
+
+
+def cache_dir_for(root, size, resize_method) -> Path:
+    h, w = image_size_arg(size)
+    method = ResizeMethod(resize_method).value
+    key = hashlib.sha1(f"{os.path.abspath(root)}|{h}x{w}|{method}".encode()).hexdigest()[:16]
+    name = f"{Path(root).name or 'root'}-{h}x{w}-{method}-{key}"
+    return default_cache_root() / name
+
+
+def _stat_key(path: str):
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
+
+
+def _decode_chunk(args):
+    paths, size, method = args
+    out = []
+    for p in paths:
+        try:
+            out.append((p, load_image(p, size, resize_method=method), None))
+        except ImageError as exc:
+            out.append((p, None, exc.reason))
+        except MemoryError:
+            out.append((p, None, "out of memory while decoding"))
+        except Exception as exc:  # a decoder bug on one file must not cost the run
+            out.append((p, None, f"cannot decode ({type(exc).__name__}: {exc})"))
+    return out
+
+
+def _pool_context():
+    # Forking a process that has TensorFlow's threads running can deadlock; spawn then.
+    if "tensorflow" in sys.modules or sys.platform != "linux":
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("fork")
+
+
+def _decode_many(paths: list[str], size, method: str, workers: int | None,
+                 label: str, show: bool) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    chunks = [(paths[i:i + _CHUNK], size, method) for i in range(0, len(paths), _CHUNK)]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(workers, len(chunks)))
+
+    def results():
+        if workers == 1 or len(paths) < 2 * _CHUNK:
+            for c in chunks:
+                yield from _decode_chunk(c)
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+            for res in pool.map(_decode_chunk, chunks):
+                yield from res
+
+    it = results()
+    if show:
+        it = progress(it, total=len(paths), label=label)
+    yield from it
+
+
+def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=None, cache: bool = True,
+                  workers: int | None = None, show_progress: bool = True) -> DecodedImages:
+    """Decode ``paths`` with ``load_image`` to ``size``, reusing and updating the disk cache.
+
+    Args:
+        paths: absolute image paths.
+        size: ``S`` or ``(H, W)``.
+        resize_method: as ``load_image``.
+        root: the dataset root the cache is keyed by (default: the paths' common folder).
+        cache: False decodes into memory and writes nothing.
+        workers: decoding processes (default: one per CPU).
+        show_progress: draw a progress line on stderr.
+
+    Returns:
+        DecodedImages; unreadable files are in ``bad`` with the reason, never raised.
+    """
+    h, w = image_size_arg(size)
+    method = ResizeMethod(resize_method).value
+    paths = [os.path.abspath(p) for p in paths]
+    if len(set(paths)) != len(paths):
+        paths = list(dict.fromkeys(paths))
+    keys = {p: _stat_key(p) for p in paths}
+
+    if not cache:
+        return _fresh(paths, (h, w), method, workers, show_progress)
+
+    if root is None:
+        root = os.path.commonpath(paths) if paths else "."
+    cdir = cache_dir_for(root, (h, w), method)
+    index, old = _read_index(cdir, (h, w), method)
+
+    reuse: dict[str, int] = {}
+    bad: dict[str, str] = {}
+    todo: list[str] = []
+    for p in paths:
+        k = keys[p]
+        e = index["entries"].get(p)
+        b = index["bad"].get(p)
+        if k is not None and e is not None and e[:2] == k and old is not None:
+            reuse[p] = e[2]
+        elif k is not None and b is not None and b[:2] == k:
+            bad[p] = b[2]
+        else:
+            todo.append(p)
+
+    unchanged = (not todo and old is not None and len(reuse) == len(index["entries"])
+                 and set(bad) == set(index["bad"]))
+    if unchanged:
+        good = tuple(p for p in paths if p in reuse)
+        rows = np.asarray([reuse[p] for p in good], dtype=np.int64)
+        pixels = old if np.array_equal(rows, np.arange(len(old))) else old[rows]
+        return DecodedImages(good, pixels, bad, 0, len(reuse), cdir)
+
+    fresh: dict[str, np.ndarray] = {}
+    for p, arr, reason in _decode_many(todo, (h, w), method, workers,
+                                       f"decoding {len(todo)} images", show_progress):
+        if arr is None:
+            bad[p] = reason
+        else:
+            fresh[p] = arr
+    good = tuple(p for p in paths if p in reuse or p in fresh)
+
+    cdir.mkdir(parents=True, exist_ok=True)
+    name = f"pixels-{uuid.uuid4().hex[:12]}.npy"
+    target = cdir / name
+    with atomic_path(target) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(good), h, w, 3))
+        for i, p in enumerate(good):
+            arr[i] = fresh[p] if p in fresh else old[reuse[p]]
+        arr.flush()
+        del arr
+    new_index = {
+        "version": CACHE_VERSION, "root": os.path.abspath(root), "size": [h, w], "resize_method": method,
+        "pixels": name,
+        "entries": {p: keys[p] + [i] for i, p in enumerate(good)},
+        "bad": {p: (keys[p] or [None, None]) + [bad[p]] for p in bad if keys[p] is not None},
+    }
+    write_json(cdir / "index.json", new_index)
+    for f in cdir.glob("pixels-*.npy"):
+        if f.name != name:
+            try:
+                f.unlink()
+            except OSError:
+                pass
+    pixels = np.load(target, mmap_mode="r")
+    return DecodedImages(good, pixels, bad, len(todo), len(reuse), cdir)
+
+
+def _fresh(paths, size, method, workers, show) -> DecodedImages:
+    h, w = size
+    bad: dict[str, str] = {}
+    arrays = {}
+    for p, arr, reason in _decode_many(paths, size, method, workers, f"decoding {len(paths)} images", show):
+        if arr is None:
+            bad[p] = reason
+        else:
+            arrays[p] = arr
+    good = tuple(p for p in paths if p in arrays)
+    pixels = np.stack([arrays[p] for p in good]) if good else np.zeros((0, h, w, 3), np.uint8)
+    return DecodedImages(good, pixels, bad, len(paths), 0, None)
+
+
+def _read_index(cdir: Path, size, method):
+    empty = {"entries": {}, "bad": {}}
+    try:
+        index = json.loads((cdir / "index.json").read_text("utf-8"))
+        if (index.get("version") != CACHE_VERSION or index.get("size") != list(size)
+                or index.get("resize_method") != method):
+            return empty, None
+        old = np.load(cdir / index["pixels"], mmap_mode="r")
+        if old.dtype != np.uint8 or old.shape[1:] != (size[0], size[1], 3) \
+                or len(old) != len(index["entries"]):
+            return empty, None
+        index.setdefault("bad", {})
+        return index, old
+    except (OSError, ValueError, KeyError, TypeError):
+        return empty, None
