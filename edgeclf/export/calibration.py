@@ -1,0 +1,79 @@
+"""Images for calibration and validation, decoded by the one preprocessing function."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .._term import info
+from ..errors import ImageError
+from ..runtime.preprocess import load_image
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Preprocessed images (uint8 NHWC) with their class indices (-1 when unknown)."""
+
+    images: np.ndarray
+    indices: np.ndarray
+    paths: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return len(self) > 0 and bool((self.indices >= 0).all())
+
+
+def stratified_sample(samples: Sequence[tuple[str, int]], n: int, *, seed: int) -> list[tuple[str, int]]:
+    """``n`` samples spread evenly over the classes (round-robin over shuffled classes), seeded."""
+    rng = random.Random(seed)
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(int(s[1]), []).append(tuple(s))
+    for k in by_class:
+        rng.shuffle(by_class[k])
+    picked: list = []
+    keys = sorted(by_class)
+    depth = 0
+    while len(picked) < n and any(depth < len(by_class[k]) for k in keys):
+        for k in keys:
+            if depth < len(by_class[k]) and len(picked) < n:
+                picked.append(by_class[k][depth])
+        depth += 1
+    return picked
+
+
+def load_images(samples: Sequence[tuple[str, int]], size, *, resize_method: str = "bilinear",
+                what: str = "images") -> ImageSet:
+    """Decode ``samples``; unreadable images are skipped and listed, never fatal."""
+    h, w = size
+    arrays, idx, paths, skipped = [], [], [], []
+    for path, i in samples:
+        try:
+            arrays.append(load_image(path, (h, w), resize_method=resize_method))
+        except ImageError as exc:
+            skipped.append((str(path), exc.reason))
+            continue
+        idx.append(int(i))
+        paths.append(str(path))
+    for p, why in skipped[:10]:
+        info(f"  skipped {what} image {p}: {why}")
+    if len(skipped) > 10:
+        info(f"  ... and {len(skipped) - 10} more unreadable {what} images")
+    images = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)
+    return ImageSet(images, np.asarray(idx, np.int64), tuple(paths), tuple(skipped))
+
+
+def calibration_set(train: Sequence[tuple[str, int]], size, *, n: int, seed: int,
+                    resize_method: str = "bilinear") -> ImageSet:
+    """A seeded, class-stratified sample of ``n`` training images; fewer when fewer exist."""
+    picked = stratified_sample(train, n, seed=seed)
+    if len(picked) < n:
+        info(f"Calibration: {n} images asked for, {len(picked)} available in the training split; using {len(picked)}")
+    return load_images(picked, size, resize_method=resize_method, what="calibration")

@@ -1,0 +1,433 @@
+"""``export_model``: one Keras classifier in, a folder of checked, self-describing files out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._io import atomic_dir, write_bytes, write_json
+from .._term import format_table, human_bytes, info
+from ..errors import ExportError, UsageError
+from ..runtime.metadata import ModelMetadata, OutputKind, Precision, file_sha256
+from .calibration import ImageSet, calibration_set, load_images
+from .golden import GOLDEN_ATOL, GOLDEN_IMAGES, write_golden
+from .onnx_export import ONNX_PRECISIONS
+from .tflite import NEEDS_CALIBRATION, TFLITE_PRECISIONS, IOType
+
+FORMATS = ("tflite", "onnx")
+SUPPORTED = {"tflite": TFLITE_PRECISIONS, "onnx": ONNX_PRECISIONS}
+FLOAT32_MAX_ABS_DIFF = 1e-4
+DEFAULT_CALIBRATION_SIZE = 200
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One written file and how it compares with the Keras model on the validation images."""
+
+    file: str
+    format: str
+    precision: str
+    size_bytes: int
+    sha256: str
+    agreement: Optional[float]  # top-1 agreement with Keras
+    accuracy: Optional[float]  # None when the validation images have no labels
+    max_abs_diff: Optional[float]  # max |p_file - p_keras| over images and classes
+    golden_atol: float
+    size_vs_float32: Optional[float] = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``export_model`` wrote and measured (also written as ``export.json``)."""
+
+    out: str
+    source: str
+    source_sha256: str
+    model_name: str
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]
+    output_kind: str
+    calibration: dict
+    validation: dict
+    keras_accuracy: Optional[float]
+    files: tuple[ExportedFile, ...]
+    qat: Optional[dict] = None
+    not_exported: tuple = ()  # (format, precision, reason): asked-for-by-default but impossible
+    edgeclf_version: str = __version__
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        d["image_size"] = list(self.image_size)
+        d["files"] = [f.to_dict() for f in self.files]
+        d["not_exported"] = [list(x) for x in self.not_exported]
+        return d
+
+    def file(self, name: str) -> ExportedFile:
+        for f in self.files:
+            if f.file == name:
+                return f
+        raise KeyError(name)
+
+    def table(self) -> str:
+        """The terminal summary: file, precision, size, size vs float32, agreement, accuracy."""
+        rows = []
+        for f in self.files:
+            rows.append([
+                f.file, f.precision, human_bytes(f.size_bytes),
+                "" if f.size_vs_float32 is None else f"{100 * f.size_vs_float32:.0f}%",
+                "" if f.agreement is None else f"{100 * f.agreement:.1f}%",
+                "n/a" if f.accuracy is None else f"{100 * f.accuracy:.1f}%",
+            ])
+        if self.keras_accuracy is not None:
+            rows.append(["(keras model)", "float32", "", "", "100.0%", f"{100 * self.keras_accuracy:.1f}%"])
+        return format_table(["file", "precision", "size", "vs float32", "agreement", "accuracy"], rows)
+
+
+def _parse_formats(formats) -> tuple[str, ...]:
+    if not formats:
+        return FORMATS
+    out = []
+    for f in formats:
+        f = str(f).lower()
+        if f not in FORMATS:
+            raise UsageError(f"unknown format {f!r}; choose from: {', '.join(FORMATS)}")
+        if f not in out:
+            out.append(f)
+    return tuple(out)
+
+
+def _parse_precisions(precisions) -> Optional[tuple[Precision, ...]]:
+    if not precisions:
+        return None
+    out = []
+    for p in precisions:
+        try:
+            pr = Precision(str(p).lower())
+        except ValueError:
+            raise UsageError(f"unknown precision {p!r}; choose from: {', '.join(x.value for x in Precision)}") from None
+        if pr not in out:
+            out.append(pr)
+    return tuple(out)
+
+
+def plan_jobs(formats=None, precisions=None, *, has_calibration: bool = True,
+              has_training: bool = True) -> tuple[list[tuple[str, Precision]], list[tuple[str, str, str]]]:
+    """The (format, precision) pairs to write, and those left out by default with the reason.
+
+    Explicitly asked-for pairs that cannot be made raise UsageError naming the supported ones.
+    """
+    fmts = _parse_formats(formats)
+    precs = _parse_precisions(precisions)
+    explicit_formats = bool(formats)
+    jobs, left = [], []
+
+    def supported_list(fmt):
+        return ", ".join(p.value for p in SUPPORTED[fmt])
+
+    if precs is None:
+        for fmt in fmts:
+            for p in SUPPORTED[fmt]:
+                jobs.append((fmt, p))
+    else:
+        for p in precs:
+            fmts_for_p = [f for f in fmts if p in SUPPORTED[f]]
+            if explicit_formats:
+                for f in fmts:
+                    if p not in SUPPORTED[f]:
+                        raise UsageError(f"{f} does not support precision {p.value}; {f} supports: {supported_list(f)}")
+            if not fmts_for_p:
+                raise UsageError(f"precision {p.value} is not supported by "
+                                 + "; ".join(f"{f} (supports {supported_list(f)})" for f in fmts))
+            jobs += [(f, p) for f in fmts_for_p]
+    kept = []
+    for fmt, p in jobs:
+        reason = None
+        if p is Precision.QAT and not has_training:
+            reason = "QAT needs labelled training images (a run directory, or --data DATA)"
+        elif p in NEEDS_CALIBRATION or (fmt == "onnx" and p is Precision.INT8):
+            if not has_calibration:
+                reason = f"{p.value} needs calibration images (--calibration DATA or --data DATA)"
+        if reason:
+            if precs is not None:
+                raise UsageError(f"{fmt} {p.value}: {reason}")
+            left.append((fmt, p.value, reason))
+        else:
+            kept.append((fmt, p))
+    # Order: every TFLite file, then ONNX; float32 first within each so ratios can be computed.
+    order = {p: i for i, p in enumerate(TFLITE_PRECISIONS)}
+    kept.sort(key=lambda j: (FORMATS.index(j[0]), order[j[1]]))
+    return kept, left
+
+
+def _keras_probabilities(model, images: np.ndarray, kind: OutputKind) -> np.ndarray:
+    from ..runtime.classifier import softmax
+
+    raw = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), np.float32)
+    if kind is OutputKind.LOGITS:
+        return softmax(raw).astype(np.float32)
+    if kind is OutputKind.SIGMOID:
+        p = np.clip(raw[:, :1], 0.0, 1.0)
+        return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
+    return raw
+
+
+def _collapsed(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> Optional[str]:
+    """Why a quantized file's predictions look collapsed, or None."""
+    n = len(pred)
+    if n < 4:
+        return None
+    if len(set(pred.tolist())) == 1 and len(set(ref.tolist())) > 1:
+        return (f"it predicts '{int(pred[0])}' for all {n} validation images, "
+                f"where the Keras model predicts {len(set(ref.tolist()))} different classes")
+    agree = float((pred == ref).mean())
+    if n >= 10 and agree <= 1.0 / num_classes + 0.1:
+        return f"its top-1 agrees with the Keras model on only {100 * agree:.1f}% of {n} images (chance is {100 / num_classes:.0f}%)"
+    return None
+
+
+def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
+                 precisions: Optional[Sequence[str]] = None, io: Optional[str] = None,
+                 labels=None, data=None, calibration=None,
+                 calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
+                 seed: Optional[int] = None, overwrite: bool = False) -> ExportReport:
+    """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
+    the Keras model with the TensorFlow-free runtime.
+
+    Args:
+        source: a run directory from ``edgeclf train``, or a ``.keras`` / ``.h5`` file or
+            SavedModel folder (then ``labels`` is required).
+        out: the export folder; built in a temporary folder and renamed into place at the end.
+        formats: ``"tflite"`` and/or ``"onnx"`` (default both).
+        precisions: any of float32, float16, dynamic, int8, int16x8, qat (default: every one
+            the formats support and the data allows).
+        io: input/output type of the full-integer TFLite files: uint8 (default), int8, float32.
+        labels: a labels file (one class per line).
+        data: a class-folder dataset for calibration/QAT (80%) and validation (20%); replaces
+            a run's split.
+        calibration: a folder of images used only for calibration.
+        calibration_size: images in the calibration sample (fewer if fewer exist).
+        qat_epochs: fine-tuning epochs for QAT.
+        seed: seed of the calibration sample and splits (default: the run's seed, else 123).
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        An ``ExportReport``.
+
+    Raises:
+        UsageError: bad options, or ``out`` exists without ``overwrite``.
+        ExportError: a file fails its check (float32 parity, quantization collapse).
+
+    Example:
+        >>> report = export_model("runs/cnn", "export/cnn", precisions=["float32", "int8"])  # doctest: +SKIP
+        >>> print(report.table())                                                          # doctest: +SKIP
+    """
+    from .source import load_source
+
+    t_start = time.monotonic()
+    out = Path(out)
+    if calibration_size < 1:
+        raise UsageError(f"--calibration-size must be at least 1, not {calibration_size}")
+    if qat_epochs < 0:
+        raise UsageError(f"--qat-epochs must be 0 or more, not {qat_epochs}")
+    if io is not None:
+        try:
+            io_type = IOType(str(io).lower())
+        except ValueError:
+            raise UsageError(f"unknown --io {io!r}; choose from: {', '.join(t.value for t in IOType)}") from None
+    else:
+        io_type = IOType.UINT8
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    _parse_formats(formats), _parse_precisions(precisions)  # fail on typos before loading anything
+
+    info(f"Loading {source} ...")
+    src = load_source(source, labels_file=labels, data=data, calibration=calibration,
+                      seed=123 if seed is None else seed)
+    if seed is None:
+        seed = _run_seed(src.path)
+    has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
+    jobs, left = plan_jobs(formats, precisions, has_calibration=bool(src.train), has_training=has_train_labels)
+    if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in jobs):
+        raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
+    for fmt, p, why in left:
+        info(f"Not exporting {fmt} {p}: {why}")
+    size = src.input_size
+
+    # Images: validation for parity/accuracy, calibration for PTQ, the training split for QAT.
+    val = load_images(src.val, size, resize_method=src.resize_method, what="validation")
+    val_source = src.data_source or "none"
+    cal = None
+    if any(p in NEEDS_CALIBRATION or (f == "onnx" and p is Precision.INT8) for f, p in jobs):
+        cal = calibration_set(src.train, size, n=calibration_size, seed=seed, resize_method=src.resize_method)
+        if len(cal) == 0:
+            raise UsageError("none of the calibration images could be read; see the skipped files above")
+        info(f"Calibration: {len(cal)} images, class-stratified (seed {seed}) from the training images")
+    if len(val) == 0:
+        if cal is not None and len(cal):
+            check = ImageSet(cal.images, np.full(len(cal), -1), cal.paths)
+            val_source = "calibration images (no validation images available; parity only, no accuracy)"
+        else:
+            rng = np.random.default_rng(seed)
+            check = ImageSet(rng.integers(0, 256, (16, *size, 3), dtype=np.uint8), np.full(16, -1), ())
+            val_source = "16 random images (no data given; parity only, no accuracy)"
+        info(f"Validation: {val_source}")
+    else:
+        check = val
+        info(f"Validation: {len(val)} held-out images")
+
+    model = src.model
+    keras_probs = _keras_probabilities(model, check.images, src.output_kind)
+    keras_top1 = keras_probs.argmax(1)
+    labelled = check.has_labels
+    keras_acc = float((keras_top1 == check.indices).mean()) if labelled else None
+
+    meta = ModelMetadata(
+        labels=src.labels, input_size=size, output_kind=src.output_kind, precision="float32",
+        resize_method=src.resize_method, edgeclf_version=__version__, source_sha256=src.sha256,
+        model_name=src.name,
+    )
+
+    qat_info = None
+    qat_model = None
+    files: list[ExportedFile] = []
+    golden: dict = {}
+    golden_n = min(GOLDEN_IMAGES, len(check))
+    float32_size: dict[str, int] = {}
+    cache: dict = {}
+    try:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            for k, (fmt, prec) in enumerate(jobs, 1):
+                name = f"model_{prec.value}.{fmt}"
+                t0 = time.monotonic()
+                info(f"[{k}/{len(jobs)}] {name}: converting ...")
+                if prec is Precision.QAT and qat_model is None:
+                    qat_model, qat_info = _run_qat(src, seed=seed, epochs=qat_epochs)
+                extra = {"format": fmt}
+                if fmt == "tflite" and prec in (Precision.INT8, Precision.QAT):
+                    extra["io"] = io_type.value
+                if cal is not None and (prec in NEEDS_CALIBRATION or (fmt == "onnx" and prec is Precision.INT8)):
+                    extra["calibration_images"] = len(cal)
+                file_meta = meta.with_(precision=prec.value, extra=extra)
+                data_bytes = _convert(fmt, prec, model, qat_model, src.output_kind, cal, io_type, file_meta, cache)
+                path = tmp / name
+                write_bytes(path, data_bytes)
+                probs = _runtime_probabilities(path, check.images)
+                top1 = probs.argmax(1)
+                agreement = float((top1 == keras_top1).mean())
+                max_diff = float(np.abs(probs - keras_probs).max())
+                acc = float((top1 == check.indices).mean()) if labelled else None
+                if prec is Precision.FLOAT32 and (agreement < 1.0 or max_diff >= FLOAT32_MAX_ABS_DIFF):
+                    raise ExportError(
+                        f"{name} does not match the Keras model: top-1 agrees on {int((top1 == keras_top1).sum())}"
+                        f"/{len(top1)} images (all must), max abs probability difference {max_diff:.2e} "
+                        f"(must be < {FLOAT32_MAX_ABS_DIFF:.0e}); the conversion is wrong, please report it")
+                if prec is not Precision.FLOAT32:
+                    why = _collapsed(top1, keras_top1, len(src.labels))
+                    if why:
+                        raise ExportError(f"{name}: quantization collapsed: {why}; "
+                                          "check the calibration images (--calibration) or export another precision")
+                size_b = path.stat().st_size
+                if prec is Precision.FLOAT32:
+                    float32_size[fmt] = size_b
+                ratio = size_b / float32_size[fmt] if fmt in float32_size else None
+                atol = GOLDEN_ATOL[prec]
+                golden[name] = (probs[:golden_n], atol)
+                secs = time.monotonic() - t0
+                files.append(ExportedFile(
+                    file=name, format=fmt, precision=prec.value, size_bytes=size_b, sha256=file_sha256(path),
+                    agreement=agreement, accuracy=acc, max_abs_diff=max_diff, golden_atol=atol,
+                    size_vs_float32=ratio, seconds=round(secs, 2)))
+                acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
+                info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
+                     f"({secs:.1f}s)")
+            write_golden(tmp / "golden.npz", check.images[:golden_n], golden)
+            report = ExportReport(
+                out=str(out.resolve()), source=str(src.path.resolve()), source_sha256=src.sha256,
+                model_name=src.name, labels=src.labels, image_size=size, output_kind=src.output_kind.value,
+                calibration=({"source": "training images: " + (src.data_source or "given"), "size": len(cal),
+                              "requested": calibration_size, "seed": seed, "stratified": True,
+                              "skipped": [list(s) for s in cal.skipped]} if cal is not None else {}),
+                validation={"source": val_source, "size": len(check), "labelled": labelled,
+                            "golden_images": golden_n},
+                keras_accuracy=keras_acc, files=tuple(files), qat=qat_info, not_exported=tuple(left),
+            )
+            write_json(tmp / "export.json", report.to_dict())
+    except FileExistsError:
+        raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it") from None
+    if qat_info is not None:
+        _say_qat_vs_ptq(files)
+    info(f"Exported {len(files)} files to {out} in {time.monotonic() - t_start:.0f}s")
+    return report
+
+
+def _run_seed(path: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads((path / "config.json").read_text()).get("seed", 123))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 123
+
+
+def _run_qat(src, *, seed: int, epochs: int):
+    from .qat import train_qat
+
+    train = load_images(src.train, src.input_size, resize_method=src.resize_method, what="QAT training")
+    info(f"QAT: fine-tuning a quantization-aware copy for {epochs} epoch(s) on {len(train)} training images ...")
+    res = train_qat(src.model, train.images, train.indices, output_kind=src.output_kind, epochs=epochs, seed=seed)
+    info(f"QAT: {len(res.annotated)} layers quantization-aware; left in float: {', '.join(res.left_float) or 'none'}")
+    return res.model, {"epochs": epochs, "train_images": len(train), "annotated_layers": list(res.annotated),
+                       "float_layers": list(res.left_float), "history": res.history}
+
+
+def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict) -> bytes:
+    cal_images = cal.images if cal is not None else None
+    if fmt == "tflite":
+        from .metadata import embed_tflite_metadata
+        from .tflite import convert_tflite
+
+        keras_model = qat_model if prec is Precision.QAT else model
+        raw = convert_tflite(keras_model, prec, calibration=cal_images, io=io_type)
+        return embed_tflite_metadata(raw, meta)
+    from .metadata import embed_onnx_metadata
+    from .onnx_export import convert_onnx, quantize_onnx
+
+    if prec is Precision.QAT:
+        proto = convert_onnx(qat_model, output_kind=kind)
+    else:
+        if "onnx_float32" not in cache:  # tf2onnx once; the quantizers start from the float file
+            cache["onnx_float32"] = convert_onnx(model, output_kind=kind).SerializeToString()
+        from .._optional import require
+
+        proto = require("onnx").load_from_string(cache["onnx_float32"])
+        if prec in (Precision.INT8, Precision.DYNAMIC):
+            proto = quantize_onnx(proto, prec, calibration=cal_images)
+    embed_onnx_metadata(proto, meta)
+    return proto.SerializeToString()
+
+
+def _runtime_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
+    from ..runtime import load_classifier
+
+    clf = load_classifier(path)
+    return np.concatenate([clf.predict_proba(images[i : i + 64]) for i in range(0, len(images), 64)], axis=0) \
+        if len(images) else np.zeros((0, len(clf.labels)), np.float32)
+
+
+def _say_qat_vs_ptq(files: Iterable[ExportedFile]) -> None:
+    by = {(f.format, f.precision): f for f in files}
+    for fmt in FORMATS:
+        q, p = by.get((fmt, "qat")), by.get((fmt, "int8"))
+        if q and p and q.accuracy is not None and p.accuracy is not None:
+            info(f"{fmt}: QAT accuracy {100 * q.accuracy:.1f}% vs post-training int8 {100 * p.accuracy:.1f}% "
+                 "on the same validation images")

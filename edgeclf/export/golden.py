@@ -1,0 +1,48 @@
+"""``golden.npz``: a few validation images and what each exported file must answer on them,
+for ``edgeclf verify`` on the device.
+
+The tolerances are per precision and deliberately looser than what this machine shows, so
+that a different CPU (ARM vs x86, XNNPACK vs reference kernels, VNNI vs AVX2) still passes:
+
+| precision | atol (max abs probability difference) | why |
+|---|---|---|
+| float32 | 1e-4 | float kernels differ only in summation order |
+| float16 | 1e-2 | an engine may compute in half precision |
+| dynamic | 2e-2 | activations are quantized at run time by CPU-specific kernels |
+| int16x8 | 2e-2 | 16-bit activations; rounding differs by a unit at most |
+| int8, qat | 5e-2 | one quantization step of a logit moves a probability by about this |
+
+The same values apply to TFLite and ONNX files of a precision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_path
+from ..runtime.metadata import Precision
+
+GOLDEN_ATOL = {
+    Precision.FLOAT32: 1e-4,
+    Precision.FLOAT16: 1e-2,
+    Precision.DYNAMIC: 2e-2,
+    Precision.INT16X8: 2e-2,
+    Precision.INT8: 5e-2,
+    Precision.QAT: 5e-2,
+}
+GOLDEN_IMAGES = 8
+
+
+def write_golden(path, images: np.ndarray, outputs: dict[str, tuple[np.ndarray, float]]) -> Path:
+    """Write ``golden.npz``: ``images`` (uint8 NHWC) and, per file basename F, ``probs::F``
+    (float32, N x C) and ``atol::F`` (float64 scalar). Atomic."""
+    arrays = {"images": np.ascontiguousarray(images, dtype=np.uint8)}
+    for name, (probs, atol) in outputs.items():
+        arrays[f"probs::{name}"] = np.asarray(probs, np.float32)
+        arrays[f"atol::{name}"] = np.float64(atol)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)

@@ -1,0 +1,135 @@
+"""Keras → ONNX (tf2onnx), and ONNX Runtime quantization of the float file.
+
+Every ONNX file takes ``image``: float32 NHWC values 0..255 with a dynamic batch, and names
+its output after what it holds (``logits``, ``probabilities`` or ``sigmoid``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._quiet import native_stderr_silenced
+from ..errors import ExportError
+from ..runtime.metadata import OutputKind, Precision
+
+OPSET = 17
+INPUT_NAME = "image"
+ONNX_PRECISIONS = (Precision.FLOAT32, Precision.INT8, Precision.DYNAMIC, Precision.QAT)
+
+
+def _onnx():
+    from .._optional import require
+
+    return require("onnx", purpose="ONNX export")
+
+
+def _rename_value(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    for coll in (graph.input, graph.output, graph.value_info):
+        for v in coll:
+            if v.name == old:
+                v.name = new
+
+
+def convert_onnx(model, *, output_kind: OutputKind, opset: int = OPSET):
+    """A Keras model (float or QAT) as an ONNX ModelProto with the edgeclf input/output names."""
+    from .._optional import import_tensorflow, require
+
+    tf = import_tensorflow()
+    onnx = _onnx()
+    with native_stderr_silenced():
+        tf2onnx = require("tf2onnx", purpose="ONNX export")
+    h, w = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
+    spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name=INPUT_NAME),)
+    try:
+        with native_stderr_silenced():
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError
+        raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+    graph = proto.graph
+    if len(graph.output) != 1:
+        raise ExportError(f"ONNX conversion gave {len(graph.output)} outputs; a classifier has one")
+    _rename_value(graph, graph.output[0].name, OutputKind(output_kind).value)
+    for v in list(graph.input) + list(graph.output):
+        dim0 = v.type.tensor_type.shape.dim[0]
+        dim0.ClearField("dim_value")
+        dim0.dim_param = "batch"
+    proto.producer_name = "edgeclf"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+class _Reader:
+    """ORT calibration reader over uint8 images, fed as float32 one at a time."""
+
+    def __init__(self, images: np.ndarray):
+        self._it = iter([{INPUT_NAME: images[i : i + 1].astype(np.float32)} for i in range(len(images))])
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # newer ORT versions may call it
+        pass
+
+
+def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray | None = None):
+    """int8: static QDQ, per-channel, uint8 activations / int8 weights, calibrated on
+    ``calibration``; dynamic: weights to 8 bits, activations quantized at run time."""
+    onnx = _onnx()
+    from .._optional import require
+
+    q = require("onnxruntime.quantization", purpose="ONNX quantization")
+    precision = Precision(precision)
+    with tempfile.TemporaryDirectory(prefix="edgeclf-onnxq-") as tmp:
+        src = Path(tmp) / "float.onnx"
+        dst = Path(tmp) / "quant.onnx"
+        onnx.save(float_proto, str(src))
+        try:
+            with native_stderr_silenced():
+                if precision is Precision.INT8:
+                    if calibration is None or len(calibration) == 0:
+                        from ..errors import UsageError
+
+                        raise UsageError("ONNX int8 needs calibration images; give --calibration DATA or --data DATA")
+                    pre = Path(tmp) / "pre.onnx"
+                    try:
+                        q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                        src = pre
+                    except Exception:  # pre-processing only helps; quantize the plain file without it
+                        pass
+                    q.quantize_static(
+                        str(src), str(dst), _Reader(calibration),
+                        quant_format=q.QuantFormat.QDQ, per_channel=True,
+                        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                        calibrate_method=q.CalibrationMethod.MinMax,
+                    )
+                elif precision is Precision.DYNAMIC:
+                    # ConvInteger has only a uint8-weight kernel in ONNX Runtime's CPU provider.
+                    q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QUInt8)
+                else:
+                    raise ValueError(f"not an ONNX Runtime quantization: {precision.value}")
+        except ExportError:
+            raise
+        except Exception as exc:
+            from ..errors import EdgeclfError
+
+            if isinstance(exc, EdgeclfError):
+                raise
+            raise ExportError(f"ONNX {precision.value} quantization failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+        proto = onnx.load(str(dst))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def onnx_op_names(proto) -> list[str]:
+    return sorted({n.op_type for n in proto.graph.node})

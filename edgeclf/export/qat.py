@@ -1,0 +1,180 @@
+"""Quantization-aware training with tensorflow-model-optimization.
+
+``tfmot.quantization.keras.quantize_model`` refuses a model with a ``Rescaling`` layer or a
+nested model (every edgeclf model has one or the other), so the model is first flattened
+into one Functional graph, then every layer tfmot can quantize is annotated, the layers it
+cannot take but that hold no weights (input scaling, augmentation, plain TF ops) are left
+in float and calibrated at conversion, and ``quantize_apply`` builds the fake-quant model.
+A layer with weights that tfmot cannot quantize is an error naming that layer.
+
+A QAT model saves and reloads only as ``.h5`` inside ``quantize_scope()``
+(see ``save_qat_checkpoint`` / ``load_qat_checkpoint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._quiet import native_stderr_silenced
+from ..errors import UsageError
+from ..runtime.metadata import OutputKind
+
+# Layers that are float preprocessing or training-only noise; never annotated.
+_SKIP = ("InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "Dropout",
+         "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout")
+
+
+@dataclass(frozen=True)
+class QATResult:
+    model: object  # the fine-tuned fake-quant tf_keras model
+    annotated: tuple[str, ...]
+    left_float: tuple[str, ...]
+    epochs: int
+    history: dict
+
+
+def _tfmot():
+    from .._optional import import_tensorflow, require
+
+    import_tensorflow()
+    with native_stderr_silenced():
+        return require("tensorflow_model_optimization", purpose="quantization-aware training")
+
+
+def flatten_model(model):
+    """One Functional graph with nested models inlined (same layer objects, same weights)."""
+    keras = _keras()
+    if not any(isinstance(l, keras.Model) for l in model.layers):
+        return model
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
+              for t in model.inputs]
+    outputs = _inline(model, inputs)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                       outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _keras():
+    from .._optional import import_keras
+
+    return import_keras()
+
+
+def _inline(model, inputs):
+    tf = __import__("tensorflow")
+    keras = _keras()
+    if not hasattr(model, "_nodes_by_depth"):
+        raise UsageError(f"QAT cannot take the subclassed model {model.name!r}; build it with the Functional API")
+    usage = model._tensor_usage_count
+    tensors = {}
+    for x, y in zip(model.inputs, inputs):
+        tensors[str(id(x))] = [y] * max(usage[str(id(x))], 1)
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input or any(t not in tensors for t in node.flat_input_ids):
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            if isinstance(node.layer, keras.Model):
+                flat_in = tf.nest.flatten(args)
+                outs = _inline(node.layer, flat_in)
+            else:
+                outs = tf.nest.flatten(node.layer(*args, **kwargs))
+            for x_id, y in zip(node.flat_output_ids, outs):
+                tensors[x_id] = [y] * max(usage.get(x_id, 1), 1)
+    return [tensors[str(id(x))][0] for x in model.outputs]
+
+
+def annotate(model):
+    """(annotated model, names annotated, names left in float); raises on an unsupported layer."""
+    tfmot = _tfmot()
+    keras = _keras()
+    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+    flat = flatten_model(model)
+    annotated, left = [], []
+    for layer in flat.layers:
+        kind = type(layer).__name__
+        if kind in _SKIP or kind.startswith("Random"):
+            left.append(layer.name)
+            continue
+        if registry.supports(layer):
+            annotated.append(layer.name)
+            continue
+        if layer.weights:
+            raise UsageError(
+                f"QAT cannot handle layer {layer.name!r} ({kind}): tensorflow-model-optimization has no "
+                "quantization for it; export the other precisions (e.g. --precision int8) without qat"
+            )
+        left.append(layer.name)
+    names = set(annotated)
+
+    def clone_fn(layer):  # tfmot's documented pattern: quantize_apply copies the weights
+        if layer.name in names:
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        return layer
+
+    with native_stderr_silenced():
+        clone = keras.models.clone_model(flat, clone_function=clone_fn)
+    return clone, tuple(annotated), tuple(left)
+
+
+def build_qat_model(model):
+    """The fake-quant model before fine-tuning: (model, annotated, left_float)."""
+    tfmot = _tfmot()
+    annotated_model, annotated, left = annotate(model)
+    try:
+        with tfmot.quantization.keras.quantize_scope(), native_stderr_silenced():
+            qmodel = tfmot.quantization.keras.quantize_apply(annotated_model)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"QAT cannot quantize this model: {str(exc).splitlines()[0][:300]}") from None
+    return qmodel, annotated, left
+
+
+def _loss(keras, kind: OutputKind):
+    if kind is OutputKind.SIGMOID:
+        return keras.losses.BinaryCrossentropy()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=kind is OutputKind.LOGITS)
+
+
+def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: OutputKind, epochs: int,
+              batch_size: int = 32, learning_rate: float = 1e-4, seed: int = 123) -> QATResult:
+    """Fine-tune a QAT copy of ``model`` on ``images`` (uint8 NHWC) for ``epochs``."""
+    tf = __import__("tensorflow")
+    keras = _keras()
+    if epochs < 0:
+        raise UsageError(f"--qat-epochs must be 0 or more, not {epochs}")
+    if len(images) == 0 or (indices < 0).any():
+        raise UsageError("QAT needs labelled training images: a run directory or --data DATA with class folders")
+    qmodel, annotated, left = build_qat_model(model)
+    tf.random.set_seed(seed)
+    history: dict = {}
+    if epochs > 0:
+        y = indices.astype(np.float32 if output_kind is OutputKind.SIGMOID else np.int64)
+        if output_kind is OutputKind.SIGMOID:
+            y = y.reshape(-1, 1)
+        ds = (tf.data.Dataset.from_tensor_slices((images, y))
+              .shuffle(len(images), seed=seed)
+              .map(lambda a, b: (tf.cast(a, tf.float32), b))
+              .batch(batch_size))
+        qmodel.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=_loss(keras, output_kind),
+                       metrics=["accuracy"])
+        with native_stderr_silenced():
+            h = qmodel.fit(ds, epochs=epochs, verbose=0)
+        history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    return QATResult(qmodel, annotated, left, epochs, history)
+
+
+def save_qat_checkpoint(qmodel, path) -> None:
+    """Save a QAT model as ``.h5`` (the only format it reloads from), atomically."""
+    from .._io import atomic_path
+
+    with atomic_path(path, suffix=".h5") as tmp:
+        qmodel.save(str(tmp), save_format="h5")
+
+
+def load_qat_checkpoint(path):
+    """Reload a QAT ``.h5`` checkpoint (inside ``quantize_scope()``, which it needs)."""
+    tfmot = _tfmot()
+    keras = _keras()
+    with tfmot.quantization.keras.quantize_scope():
+        return keras.models.load_model(str(path), compile=False)

@@ -1,0 +1,265 @@
+"""What an export starts from: a run directory from ``edgeclf train``, or a Keras model a user
+already has (``.keras``, ``.h5``, SavedModel folder) plus ``--labels``.
+
+Keras files load with safe mode on, so a file cannot run arbitrary Python (a ``Lambda``
+layer is refused with the reason). Images for calibration, QAT fine-tuning and validation
+come from the run's ``split.json`` or from a class-folder dataset given with ``--data`` /
+``--calibration``; evaluation images are never used for calibration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import DataError, ModelFileError, UsageError
+from ..runtime.metadata import OutputKind, file_sha256, read_labels_file
+from ..runtime.preprocess import is_image_file
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+# (path, class index) pairs; the index is -1 when the images have no class folders.
+Samples = list
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loaded Keras classifier and everything known about it."""
+
+    path: Path
+    model: object  # tf_keras.Model
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]
+    output_kind: OutputKind
+    sha256: str
+    name: str
+    resize_method: str = "bilinear"
+    train: tuple = ()  # ((path, index), ...) — calibration and QAT images
+    val: tuple = ()  # held-out images for parity and accuracy
+    data_source: str = ""  # where train/val came from, for export.json
+    skipped: tuple = field(default=())
+
+    @property
+    def is_run_dir(self) -> bool:
+        return self.path.is_dir() and (self.path / "model.keras").is_file()
+
+
+def _sha256_of(path: Path) -> str:
+    if path.is_file():
+        return file_sha256(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def load_keras_model(path: Path):
+    """Load a Keras model with safe mode on; one clear ModelFileError when it cannot."""
+    from .._optional import import_keras
+    from .._quiet import native_stderr_silenced
+
+    keras = import_keras()
+    if not path.exists():
+        raise UsageError(f"model not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: the file is empty; export it again from the training script")
+    try:
+        with native_stderr_silenced():
+            if path.is_dir():
+                return keras.models.load_model(str(path), compile=False)
+            return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if "Lambda" in msg or "safe_mode" in msg or "safe mode" in msg:
+            raise ModelFileError(
+                f"{path}: the model contains a Lambda layer, whose Python code safe mode refuses "
+                "to run from a file (it could execute anything); replace the Lambda with a "
+                "built-in layer or a registered custom layer and save the model again"
+            ) from None
+        raise ModelFileError(f"{path}: cannot load this Keras model ({msg.splitlines()[0][:300]})") from None
+    except (OSError, ImportError) as exc:
+        raise ModelFileError(
+            f"{path}: not a readable Keras model ({type(exc).__name__}: {str(exc)[:300]}); "
+            "give a .keras, .h5 or SavedModel folder"
+        ) from None
+    except Exception as exc:  # h5py / protobuf raise many kinds on damaged files
+        raise ModelFileError(f"{path}: damaged or not a Keras model ({type(exc).__name__}: {str(exc)[:300]})") from None
+
+
+def infer_output_kind(model) -> OutputKind:
+    """What the last layer gives: softmax → probabilities, a single sigmoid unit → sigmoid."""
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    name = getattr(act, "__name__", "") if act is not None else ""
+    if type(last).__name__ == "Softmax":
+        name = "softmax"
+    width = int(model.outputs[0].shape[-1])
+    if name == "softmax":
+        return OutputKind.PROBABILITIES
+    if name == "sigmoid" and width == 1:
+        return OutputKind.SIGMOID
+    return OutputKind.LOGITS
+
+
+def model_input_size(model) -> tuple[int, int]:
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
+        raise ModelFileError(
+            f"the model's input shape is {tuple(shape)}; edgeclf exports image classifiers "
+            "with a fixed (batch, height, width, 3) input"
+        )
+    return int(shape[1]), int(shape[2])
+
+
+def _check_labels_fit(model, labels, kind: OutputKind, where: str) -> None:
+    width = int(model.outputs[0].shape[-1])
+    want = 1 if kind is OutputKind.SIGMOID else len(labels)
+    if width != want:
+        if kind is OutputKind.SIGMOID:
+            raise UsageError(f"{where}: the model has one sigmoid output, so it needs exactly 2 labels, not {len(labels)}")
+        raise UsageError(f"{where}: {len(labels)} labels given but the model has {width} outputs; "
+                         "give one label per output, in index order")
+
+
+def scan_class_folders(root: Path, labels: Optional[Sequence[str]] = None) -> list[tuple[str, int]]:
+    """(path, class index) for every image under ``root``'s class folders.
+
+    With ``labels`` the folders are matched to them by name; a folder with no label is an
+    error. A folder of loose images (no class folders) gives index -1 for every image, which
+    is fine for calibration but not for accuracy or QAT.
+    """
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; give a folder of class folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        loose = sorted(str(p) for p in root.iterdir() if p.is_file() and is_image_file(p))
+        if not loose:
+            raise DataError(f"{root} holds no images; put images in one folder per class")
+        return [(p, -1) for p in loose]
+    if labels is not None:
+        unknown = [c for c in classes if c not in labels]
+        if unknown:
+            raise DataError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's "
+                            f"labels ({', '.join(labels)})")
+        index = {name: i for i, name in enumerate(labels)}
+    else:
+        index = {name: i for i, name in enumerate(classes)}
+    out = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                p = Path(dirpath) / f
+                if is_image_file(p):
+                    out.append((str(p), index[c]))
+    if not out:
+        raise DataError(f"{root}: the class folders hold no images")
+    return out
+
+
+def split_samples(samples, *, val_fraction: float = 0.2, seed: int = 123):
+    """A seeded split stratified over classes: (train, val)."""
+    rng = random.Random(seed)
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    train, val = [], []
+    for k in sorted(by_class):
+        items = list(by_class[k])
+        rng.shuffle(items)
+        n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
+        val += items[:n_val]
+        train += items[n_val:]
+    return train, val
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path.parent}: run directory has no {path.name}; train again or give the model file with --labels") from None
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot read the {what} ({exc})") from None
+
+
+def load_source(source, *, labels_file=None, data=None, calibration=None, seed: int = 123) -> ModelSource:
+    """Load a run directory or a Keras model file, with its labels and images.
+
+    Args:
+        source: a run directory (``model.keras``, ``labels.txt``, ``config.json``,
+            ``split.json``) or a ``.keras`` / ``.h5`` file or SavedModel folder.
+        labels_file: required for a non-run source; overrides a run's labels otherwise.
+        data: a class-folder dataset; split (seeded, stratified, 80/20) into images for
+            calibration/QAT and images for validation. Overrides a run's split.
+        calibration: a folder of images used for calibration only (class folders or loose).
+        seed: the seed of that split.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"source not found: {path}; give a run directory or a .keras/.h5/SavedModel model")
+    run_dir = path.is_dir() and (path / "model.keras").is_file()
+    train: list = []
+    val: list = []
+    data_source = ""
+    resize = "bilinear"
+    if run_dir:
+        model_path = path / "model.keras"
+        model = load_keras_model(model_path)
+        config = _read_json(path / "config.json", "run configuration") if (path / "config.json").exists() else {}
+        if labels_file is not None:
+            labels = read_labels_file(labels_file)
+        elif (path / "labels.txt").is_file():
+            labels = read_labels_file(path / "labels.txt")
+        else:
+            raise ModelFileError(f"{path}: run directory has no labels.txt; give --labels FILE")
+        kind = OutputKind(config.get("output_kind") or infer_output_kind(model).value)
+        resize = str(config.get("resize_method", "bilinear"))
+        name = str(config.get("model", "")) or model.name
+        split_file = path / "split.json"
+        if data is None and split_file.is_file():
+            split = _read_json(split_file, "data split")
+            train = [(str(p), int(i)) for p, i in split.get("train", [])]
+            val = [(str(p), int(i)) for p, i in split.get("val", [])] or [
+                (str(p), int(i)) for p, i in split.get("test", [])]
+            data_source = f"{split_file} (train split for calibration, val split for validation)"
+        sha = file_sha256(model_path)
+    else:
+        if path.is_dir() and not (path / "saved_model.pb").is_file():
+            raise UsageError(f"{path} is neither a run directory (no model.keras) nor a SavedModel folder")
+        if path.is_file() and path.suffix.lower() not in KERAS_SUFFIXES:
+            raise UsageError(f"{path}: unknown model file type {path.suffix!r}; give a .keras, .h5 or SavedModel folder")
+        if labels_file is None:
+            raise UsageError(f"{path} is not an edgeclf run directory, so --labels FILE is required "
+                             "(one class name per line, in output order)")
+        model = load_keras_model(path)
+        labels = read_labels_file(labels_file)
+        kind = infer_output_kind(model)
+        name = model.name
+        sha = _sha256_of(path)
+    input_size = model_input_size(model)
+    _check_labels_fit(model, labels, kind, str(path))
+    if data is not None:
+        samples = scan_class_folders(Path(data), labels)
+        if any(i < 0 for _, i in samples):
+            raise DataError(f"{data}: --data needs one folder per class (named as the labels) to measure accuracy")
+        train, val = split_samples(samples, seed=seed)
+        data_source = f"{Path(data).resolve()} (seeded 80/20 split, seed {seed})"
+    if calibration is not None:
+        cal = scan_class_folders(Path(calibration), labels)
+        val_paths = {p for p, _ in val}
+        train = [s for s in cal if s[0] not in val_paths]
+        if not train:
+            raise DataError(f"{calibration}: every image there is a validation image; calibrate on training images")
+        data_source = (data_source + "; " if data_source else "") + f"calibration from {Path(calibration).resolve()}"
+    return ModelSource(path=path, model=model, labels=tuple(labels), input_size=input_size, output_kind=kind,
+                       sha256=sha, name=name, resize_method=resize, train=tuple(train), val=tuple(val),
+                       data_source=data_source)

@@ -1,0 +1,115 @@
+"""Keras → TFLite at every precision edgeclf offers (post-training quantization and QAT)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+from .._quiet import native_stderr_silenced
+from ..errors import ExportError, UsageError
+from ..runtime.metadata import Precision
+
+
+class IOType(str, Enum):
+    """The input/output tensor type of a full-integer model."""
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+    FLOAT32 = "float32"
+
+
+TFLITE_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC, Precision.INT8,
+                     Precision.INT16X8, Precision.QAT)
+NEEDS_CALIBRATION = {Precision.INT8, Precision.INT16X8, Precision.QAT}
+
+
+def _representative(images: np.ndarray):
+    """Calibration batches of one image each, as float32 0..255.
+
+    The first image gets one pixel at 0 and one at 255, so the calibrated input range is
+    exactly 0..255 and a uint8 input quantizes with scale 1, zero point 0: the file then
+    takes raw pixels, as its metadata says.
+    """
+    if len(images) == 0:
+        raise UsageError("this precision needs calibration images; give --calibration DATA or --data DATA")
+
+    def gen():
+        for i in range(len(images)):
+            x = images[i : i + 1].astype(np.float32)
+            if i == 0:
+                x = x.copy()
+                x[0, 0, 0, 0] = 0.0
+                x[0, 0, 0, 1] = 255.0
+            yield [x]
+
+    return gen
+
+
+def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | None = None,
+                   io: IOType = IOType.UINT8) -> bytes:
+    """Convert a Keras model (a QAT model for ``Precision.QAT``) to TFLite bytes.
+
+    ``io`` applies to the full-integer precisions (int8, qat); int16x8 keeps float32 io,
+    the float and dynamic-range files always take float32.
+    """
+    from .._optional import import_tensorflow
+
+    tf = import_tensorflow()
+    precision = Precision(precision)
+    with native_stderr_silenced():
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if precision is Precision.FLOAT16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision is Precision.DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision in (Precision.INT8, Precision.QAT):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(calibration if calibration is not None else np.zeros((0,)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8, IOType.FLOAT32: tf.float32}[IOType(io)]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    elif precision is Precision.INT16X8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(calibration if calibration is not None else np.zeros((0,)))
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    try:
+        with native_stderr_silenced():
+            return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"TFLite conversion to {precision.value} failed: {first}") from None
+
+
+def tflite_op_names(model_bytes: bytes) -> list[str]:
+    """The operator names in a TFLite flatbuffer (builtins by name, custom ops by code)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    out = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        if code == schema.BuiltinOperator.CUSTOM and oc.CustomCode():
+            out.append(oc.CustomCode().decode("utf-8", "replace"))
+        else:
+            out.append(names.get(code, str(code)))
+    return out
+
+
+def tflite_input_quantization(model_bytes: bytes) -> tuple[str, float, int]:
+    """(dtype name, scale, zero point) of the first input tensor."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    g = model.Subgraphs(0)
+    t = g.Tensors(g.Inputs(0))
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    q = t.Quantization()
+    scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
+    zp = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
+    return types.get(t.Type(), str(t.Type())).lower(), scale, zp
