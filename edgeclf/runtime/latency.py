@@ -226,3 +226,30 @@ def system_info() -> SystemInfo:
         python=platform.python_version(), numpy=np.__version__, edgeclf=__version__,
         ai_edge_litert=_version("ai-edge-litert"), onnxruntime=_version("onnxruntime"),
     )
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model file benchmarked at one thread count (what ``edgeclf bench`` reports)."""
+
+    path: str
+    format: str
+    precision: str
+    size_bytes: int
+    input_size: tuple[int, int]
+    threads: Optional[int]
+    cold_start: ColdStart
+    latency: LatencyStats  # batch 1
+    batch_size: Optional[int] = None
+    batch_latency: Optional[LatencyStats] = None
+    peak_rss_bytes: Optional[int] = None  # the whole process's high-water mark so far
+    rss_growth_bytes: Optional[int] = None  # resident memory added by loading and running this model
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "format": self.format, "precision": self.precision, "size_bytes": self.size_bytes,
+            "input_size": list(self.input_size), "threads": self.threads, "cold_start": self.cold_start.to_dict(),
+            "latency": self.latency.to_dict(), "batch_size": self.batch_size,
+            "batch_latency": None if self.batch_latency is None else self.batch_latency.to_dict(),
+            "peak_rss_bytes": self.peak_rss_bytes, "rss_growth_bytes": self.rss_growth_bytes,
+        }

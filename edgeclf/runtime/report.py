@@ -1,0 +1,274 @@
+"""The comparison as files a person opens: Markdown, a plot, a picture of the flipped images.
+
+``write_report(comparison, out_dir)`` writes ``report.md``, ``comparison.json``,
+``accuracy_latency_size.png`` (accuracy against batch-1 latency and against file size, one
+labelled point per file) and ``flipped.png`` (every image whose top-1 prediction changed
+against the reference, with the labels involved). The plot needs matplotlib (imported only
+here, only then); without it the report is still written and says the plot was left out and
+how to get it. The flipped-images picture needs only Pillow. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from .._io import atomic_path, write_json, write_text
+from ..errors import MissingDependencyError
+
+PLOT_NAME = "accuracy_latency_size.png"
+FLIPS_NAME = "flipped.png"
+MAX_FLIP_TILES = 60
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v * 100:.2f}%"
+
+
+def _num(v, spec) -> str:
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def _human(n) -> str:
+    from .._term import human_bytes
+
+    return "-" if n is None else human_bytes(n)
+
+
+def _md_table(headers, rows) -> str:
+    def esc(s):
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _rows(cmp):
+    out = list(cmp.models)
+    if cmp.reference.format == "keras":
+        out.insert(0, cmp.reference)
+    return out
+
+
+def plot_accuracy(cmp, path) -> Path:
+    """Accuracy against p50 latency and against file size, one labelled point per file."""
+    from .._optional import require
+
+    require("matplotlib", purpose="the report's accuracy plot")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.6), dpi=110)
+    ax_lat, ax_size = fig.subplots(1, 2)
+    markers = {"tflite": "o", "onnx": "s", "keras": "*"}
+    colours = {"tflite": "tab:blue", "onnx": "tab:orange", "keras": "tab:green"}
+    ref_acc = cmp.reference.parity.accuracy * 100
+    for ax, xkey, xlabel in ((ax_lat, "lat", "latency p50 at batch 1 (ms)"), (ax_size, "size", "file size (KB)")):
+        points = []
+        for m in _rows(cmp):
+            x = (m.latency.p50_ms if m.latency is not None else None) if xkey == "lat" else \
+                (m.size_bytes / 1024 if m.size_bytes is not None else None)
+            if x is not None:
+                points.append((x, m.parity.accuracy * 100, m))
+        if not points:
+            continue
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        xr, yr = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        placed: list = []
+        for x, y, m in points:
+            ax.scatter([x], [y], marker=markers.get(m.format, "o"), color=colours.get(m.format, "tab:gray"),
+                       s=90 if m.format == "keras" else 45, zorder=3, alpha=0.85)
+            # Files that land on the same spot get their labels stacked, not printed over each other.
+            k = sum(1 for px, py in placed if abs(px - x) < 0.22 * xr and abs(py - y) < 0.05 * yr)
+            placed.append((x, y))
+            ax.annotate(f"{m.precision} {m.format}", (x, y), textcoords="offset points", xytext=(6, 4 - 11 * k),
+                        fontsize=8)
+        if min(xs) > 0 and max(xs) / min(xs) > 30:
+            ax.set_xscale("log")
+        ax.axhline(ref_acc, color="tab:gray", linestyle="--", linewidth=0.8, label=f"reference {ref_acc:.2f}%")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.margins(x=0.2, y=0.15)
+    threads = sorted({m.threads for m in cmp.models if m.threads is not None})
+    fig.suptitle(f"{len(cmp.sources)} images; latency with {'/'.join(map(str, threads)) or 'default'} thread(s)"
+                 + (f" on {cmp.system.cpu_model}" if cmp.system is not None else ""), fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _short_name(src: str) -> str:
+    """``class/file.png``: the file name alone repeats across class folders."""
+    p = Path(src)
+    name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    return name if len(name) <= 30 else "..." + name[-27:]
+
+
+def draw_flips(cmp, path, *, tile: int = 112, max_tiles: int = MAX_FLIP_TILES) -> Optional[Path]:
+    """A grid with one tile per flipped image: the image, its true label, the reference's
+    prediction and each file that disagreed. Red frame: a file broke a right answer; green:
+    a file fixed a wrong one. Returns None when nothing flipped."""
+    from PIL import Image, ImageDraw
+
+    from .preprocess import load_image
+
+    by_index: dict[int, list] = {}
+    for m in cmp.models:
+        for f in m.parity.flips:
+            by_index.setdefault(f.index, []).append((m, f))
+    if not by_index:
+        return None
+    indices = sorted(by_index, key=lambda i: (-len(by_index[i]), i))[:max_tiles]
+    font, small = _font(12), _font(11)
+    lines_max = 5
+    line_h = 14
+    cell_w, cell_h = tile + 190, tile + 8 + line_h * lines_max
+    cols = max(1, min(5, len(indices)))
+    rows = (len(indices) + cols - 1) // cols
+    header = 30
+    canvas = Image.new("RGB", (cols * cell_w + 8, header + rows * cell_h + 8), "white")
+    draw = ImageDraw.Draw(canvas)
+    more = len(by_index) - len(indices)
+    draw.text((8, 8), f"{len(by_index)} image(s) whose top-1 changed against the reference "
+                      f"({cmp.reference.name})" + (f"; first {len(indices)} shown" if more else ""),
+              fill="black", font=font)
+    for k, i in enumerate(indices):
+        r, c = divmod(k, cols)
+        x0, y0 = 8 + c * cell_w, header + r * cell_h
+        src = cmp.sources[i]
+        try:
+            img = Image.fromarray(load_image(src, (tile, tile)))
+        except Exception:  # an image that decoded for the models decodes here; keep a grey tile if not
+            img = Image.new("RGB", (tile, tile), (200, 200, 200))
+        flips = by_index[i]
+        broke = any(f.kind == "broke" for _, f in flips)
+        frame = (200, 30, 30) if broke else (30, 150, 30) if any(f.kind == "fixed" for _, f in flips) \
+            else (120, 120, 120)
+        canvas.paste(img, (x0 + 3, y0 + 3))
+        draw.rectangle([x0 + 1, y0 + 1, x0 + tile + 4, y0 + tile + 4], outline=frame, width=3)
+        f0 = flips[0][1]
+        text = [_short_name(src), f"true: {f0.true_label}",
+                f"ref:  {f0.reference_label} {f0.reference_confidence:.2f}"]
+        for m, f in flips:
+            text.append(f"{m.precision} {m.format}: {f.label} {f.confidence:.2f}")
+        if len(text) > lines_max + 3:
+            text = text[:lines_max + 2] + [f"+{len(text) - lines_max - 2} more"]
+        for j, line in enumerate(text[:lines_max + 3]):
+            draw.text((x0 + tile + 10, y0 + 4 + j * line_h), line[:30], fill="black", font=small)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)
+
+
+def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png: Optional[str] = None) -> str:
+    """The report as Markdown text (file names of the pictures are relative to it)."""
+    ref = cmp.reference
+    out = ["# edgeclf comparison report", ""]
+    threads = sorted({m.threads for m in cmp.models if m.threads is not None})
+    out += [
+        f"- data: `{cmp.data}`, {len(cmp.sources)} images, {len(cmp.labels)} classes"
+        + (f" ({len(cmp.skipped)} unreadable file(s) skipped)" if cmp.skipped else ""),
+        f"- reference: `{ref.name}` ({ref.format} {ref.precision}), accuracy {_pct(ref.parity.accuracy)}",
+        f"- latency: batch 1, {'/'.join(map(str, threads)) or 'default'} engine thread(s), warm-up then "
+        "p50/p90/p99 over timed runs",
+    ]
+    if cmp.system is not None:
+        out.append(f"- machine: {cmp.system.summary()}")
+    gates = cmp.models[0].parity if cmp.models else None
+    if gates is not None and (gates.max_accuracy_drop is not None or gates.min_agreement is not None):
+        g = []
+        if gates.max_accuracy_drop is not None:
+            g.append(f"accuracy drop <= {gates.max_accuracy_drop:g} points")
+        if gates.min_agreement is not None:
+            g.append(f"agreement >= {gates.min_agreement:g}")
+        out.append(f"- gates: {' and '.join(g)}: **{'all passed' if cmp.passed else 'FAILED'}**")
+    out += ["", "## Results", ""]
+    headers = ["file", "format", "precision", "size", "accuracy", "Δ vs ref (points)", "agreement",
+               "max abs prob diff", "mean abs prob diff", "flipped", "load ms", "p50 ms", "p90 ms", "p99 ms",
+               "threads", "gate"]
+    rows = []
+    for m in _rows(cmp):
+        p, lat = m.parity, m.latency
+        gate = "reference" if m.format == "keras" else ("pass" if m.passed else "FAIL: " + "; ".join(p.failures))
+        rows.append([f"`{m.name}`" + (" (ref)" if m.is_reference else ""), m.format, m.precision,
+                     _human(m.size_bytes), _pct(p.accuracy), _num(p.accuracy_delta, "+.2f"), _pct(p.agreement),
+                     _num(p.max_abs_diff, ".4f"), _num(p.mean_abs_diff, ".5f"), len(p.flips),
+                     _num(m.load_ms, ".0f"), _num(getattr(lat, "p50_ms", None), ".3f"),
+                     _num(getattr(lat, "p90_ms", None), ".3f"), _num(getattr(lat, "p99_ms", None), ".3f"),
+                     "-" if m.threads is None else m.threads, gate])
+    out += [_md_table(headers, rows), ""]
+    out += ["## Accuracy against latency and size", ""]
+    if plot:
+        out += [f"![accuracy against latency and file size]({plot})", ""]
+    else:
+        out += [f"_Plot not drawn: {plot_note}_", ""]
+    out += ["## Accuracy per class", "",
+            "Accuracy of the reference per class, and each file's difference from it in percentage points.", ""]
+    models = [m for m in cmp.models if not m.is_reference]
+    headers = ["class", "images", "reference"] + [f"{m.precision} {m.format}" for m in models]
+    rows = []
+    for ci, label in enumerate(cmp.labels):
+        rc = ref.parity.per_class[ci]
+        rows.append([label, rc.count, _pct(rc.accuracy)]
+                    + [_num(m.parity.per_class[ci].delta, "+.1f") for m in models])
+    out += [_md_table(headers, rows), ""]
+    out += ["## Flipped images", ""]
+    total = sum(len(m.parity.flips) for m in cmp.models)
+    if not total:
+        out += ["No image's top-1 prediction changed against the reference in any file.", ""]
+    else:
+        out += ["Images whose top-1 prediction differs from the reference's. `broke`: the reference was "
+                "right and the file is wrong; `fixed`: the reverse.", ""]
+        if flips_png:
+            out += [f"![flipped images]({flips_png})", ""]
+        rows = []
+        for m in cmp.models:
+            for f in m.parity.flips:
+                rows.append([f"`{m.name}`", f"`{_short_name(f.source) if f.source else f.index}`", f.true_label,
+                             f"{f.reference_label} ({f.reference_confidence:.2f})", f"{f.label} ({f.confidence:.2f})",
+                             f.kind])
+        shown = rows[:200]
+        out += [_md_table(["file", "image", "true", "reference", "this file", "kind"], shown), ""]
+        if len(rows) > len(shown):
+            out += [f"... and {len(rows) - len(shown)} more (all are in comparison.json).", ""]
+    if cmp.skipped:
+        out += ["## Skipped files", ""] + [f"- `{p}`: {r}" for p, r in cmp.skipped] + [""]
+    return "\n".join(out)
+
+
+def write_report(cmp, out_dir) -> Path:
+    """Write report.md, comparison.json and the pictures into ``out_dir``; return report.md's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot, note = None, ""
+    try:
+        plot_accuracy(cmp, out / PLOT_NAME)
+        plot = PLOT_NAME
+    except MissingDependencyError as exc:
+        note = str(exc)
+        stale = out / PLOT_NAME
+        if stale.exists():  # a plot from an earlier run would contradict this report
+            stale.unlink()
+    flips = draw_flips(cmp, out / FLIPS_NAME)
+    if flips is None and (out / FLIPS_NAME).exists():
+        (out / FLIPS_NAME).unlink()
+    write_json(out / "comparison.json", cmp.to_dict())
+    return write_text(out / "report.md", render_markdown(cmp, plot=plot, plot_note=note,
+                                                         flips_png=FLIPS_NAME if flips else None))
+
+
+__all__ = ["write_report", "render_markdown", "plot_accuracy", "draw_flips"]
