@@ -1,1 +1,39 @@
-"""edgeclf.runtime."""
+"""edgeclf.runtime: run exported classifiers without TensorFlow.
+
+Imports only the standard library, numpy and Pillow; the engine for a file
+(``ai_edge_litert`` for ``.tflite``, ``onnxruntime`` for ``.onnx``) is imported when a file
+of that kind is loaded.
+
+    >>> from edgeclf.runtime import load_classifier          # doctest: +SKIP
+    >>> clf = load_classifier("model_int8.tflite")           # doctest: +SKIP
+    >>> clf.predict("tulip.jpg")[0].sentence()                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "load_classifier": "edgeclf.runtime.classifier",
+    "Classifier": "edgeclf.runtime.classifier",
+    "Prediction": "edgeclf.runtime.classifier",
+    "ModelMetadata": "edgeclf.runtime.metadata",
+    "OutputKind": "edgeclf.runtime.metadata",
+    "load_image": "edgeclf.runtime.preprocess",
+    "verify_golden": "edgeclf.runtime.verify",
+    "GoldenReport": "edgeclf.runtime.verify",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgeclf.runtime' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,129 @@
+"""The one small protocol every engine implements, the table that picks one by file suffix,
+and the quantization arithmetic they share.
+
+A backend loads one model file, says what input it takes (``input_shape``, ``num_outputs``)
+and what the file says about itself (``metadata``), and runs ``predict(batch)`` on a uint8
+NHWC batch, returning the model's raw output as float32: quantized inputs and outputs are
+converted here, so nothing above this layer ever sees an integer tensor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+
+from ..errors import ModelFileError
+from .metadata import ModelMetadata, sniff_format
+
+# suffix -> (format name, "module:class"). The engine module is imported only when a file
+# of its kind is loaded, so importing edgeclf.runtime never loads an engine.
+BACKENDS: dict[str, tuple[str, str]] = {
+    ".tflite": ("tflite", "edgeclf.runtime.litert:LiteRTBackend"),
+    ".onnx": ("onnx", "edgeclf.runtime.onnxrt:OnnxRuntimeBackend"),
+}
+
+_SUFFIX_OF = {fmt: suffix for suffix, (fmt, _) in BACKENDS.items()}
+_FORMAT_NAME = {"tflite": "TFLite", "onnx": "ONNX"}
+
+
+class Backend(Protocol):
+    format: str
+    path: Path
+    threads: int
+    metadata: Optional[ModelMetadata]  # None when the file carries no edgeclf metadata
+    input_shape: tuple  # (batch or None, height or None, width or None, 3)
+    input_dtype: np.dtype
+    num_outputs: int
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output for a uint8 (N, H, W, 3) batch, as float32 (N, num_outputs)."""
+        ...
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Real values to a quantized integer tensor: round to nearest (halves away from zero,
+    as TFLite's own Quantize kernel does), then clip to the dtype's range."""
+    info = np.iinfo(dtype)
+    v = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A quantized tensor back to float32 real values."""
+    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32, copy=False)
+
+
+def input_converter(dtype, scale: float, zero_point: int):
+    """A function turning a uint8 pixel batch into what the model's input tensor takes."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8 and (scale == 0.0 or (scale == 1.0 and zero_point == 0)):
+        return lambda x: x  # raw pixels already are the tensor: no copy at all
+    if dtype.kind == "f":
+        return lambda x: x.astype(dtype)
+    if dtype.kind in "iu":
+        if scale == 0.0:
+            raise ValueError(f"integer input of type {dtype} without quantization parameters")
+        return lambda x: quantize(x, scale, zero_point, dtype)
+    raise ValueError(f"input tensor of type {dtype} is not an image input")
+
+
+def output_converter(dtype, scale: float, zero_point: int):
+    """A function turning the model's output tensor into float32 values."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return lambda y: y
+    if dtype.kind == "f":
+        return lambda y: y.astype(np.float32)
+    if dtype.kind in "iu":
+        if scale == 0.0:
+            raise ValueError(f"integer output of type {dtype} without quantization parameters")
+        return lambda y: dequantize(y, scale, zero_point)
+    raise ValueError(f"output tensor of type {dtype} is not a score output")
+
+
+def first_line(exc: BaseException) -> str:
+    """An engine exception's message, first line only (some carry a C++ stack)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_model_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path} is a directory; give the model file inside it") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+    if not data:
+        raise ModelFileError(f"{path}: empty file (0 bytes); copy or export the model again")
+    return data
+
+
+def load_backend(path, *, threads: int) -> Backend:
+    """Open ``path`` with the engine its suffix names, after checking that the content
+    really is that format."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise ModelFileError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; "
+                             f"edgeclf runs: {known}")
+    fmt, target = BACKENDS[suffix]
+    data = read_model_bytes(path)
+    actual = sniff_format(data)
+    if actual is not None and actual != fmt:
+        raise ModelFileError(
+            f"{path}: this is an {_FORMAT_NAME[actual]} model named {suffix}; "
+            f"rename it to {path.with_suffix(_SUFFIX_OF[actual]).name}")
+    if actual is None and fmt == "tflite":
+        raise ModelFileError(f"{path}: not a TFLite model (no TFL3 identifier at byte 4); the file is "
+                             "damaged or is something else; copy or export it again")
+    module_name, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(path, data, threads=threads)

@@ -1,0 +1,101 @@
+"""ONNX files on ONNX Runtime (CPU execution provider).
+
+A file whose batch dimension is symbolic runs the whole batch in one call; a file fixed at
+batch 1 runs image by image, and so does a dynamically quantized file: its
+DynamicQuantizeLinear picks one activation scale for the whole input tensor, so an image's
+probabilities would otherwise depend on which other images share its batch. QDQ and dynamically quantized files take float input and give
+float output, so they need no conversion here; integer inputs or outputs would be converted
+the same way as in LiteRT if a file declared them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._optional import require
+from .._quiet import native_stderr_silenced
+from ..errors import ModelFileError
+from .backend import first_line, input_converter, output_converter
+from .metadata import read_onnx_metadata
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+}
+
+
+def _engine_errors(ort) -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's load failures are its own exception types (InvalidProtobuf, Fail, ...)."""
+    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+    own = tuple(v for v in vars(state).values()
+                if isinstance(v, type) and issubclass(v, Exception)) if state else ()
+    return own + (RuntimeError, ValueError, TypeError, OSError)
+
+
+def _dim(d):
+    return d if isinstance(d, int) and d > 0 else None
+
+
+class OnnxRuntimeBackend:
+    format = "onnx"
+
+    def __init__(self, path: Path, data: bytes, *, threads: int):
+        self.path = Path(path)
+        self.threads = threads
+        ort = require("onnxruntime", purpose="running ONNX files")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only; ORT's warnings would reach the user's terminal
+        try:
+            with native_stderr_silenced():
+                self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            custom = dict(self._session.get_modelmeta().custom_metadata_map or {})
+        except _engine_errors(ort) as exc:
+            raise ModelFileError(
+                f"{self.path}: ONNX Runtime cannot load this file ({first_line(exc)}); "
+                "the file is damaged, not ONNX, or uses ops this runtime lacks; export it again") from None
+        self.metadata = read_onnx_metadata(custom, source=str(self.path))
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelFileError(f"{self.path}: expected one image input and one output; the file has "
+                                 f"{len(inputs)} inputs and {len(outputs)} outputs")
+        inp, out = inputs[0], outputs[0]
+        shape = list(inp.shape)
+        if len(shape) != 4 or shape[3] != 3:
+            raise ModelFileError(f"{self.path}: input shape {shape} is not NHWC with 3 colour channels; "
+                                 "edgeclf runs image classifiers that take (N, H, W, 3)")
+        out_shape = list(out.shape)
+        if len(out_shape) != 2 or _dim(out_shape[1]) is None:
+            raise ModelFileError(f"{self.path}: output shape {out_shape} is not (N, classes)")
+        if inp.type not in _ORT_TYPES or out.type not in _ORT_TYPES:
+            raise ModelFileError(f"{self.path}: input type {inp.type} / output type {out.type} is not supported")
+        self.input_shape = (_dim(shape[0]), _dim(shape[1]), _dim(shape[2]), 3)
+        self.input_dtype = np.dtype(_ORT_TYPES[inp.type])
+        self.num_outputs = int(out_shape[1])
+        try:
+            # An integer input without a recorded scale takes raw pixels (scale 1, zero point 0).
+            self._to_input = input_converter(self.input_dtype, 1.0, 0)
+            self._from_output = output_converter(_ORT_TYPES[out.type], 1.0, 0)
+        except ValueError as exc:
+            raise ModelFileError(f"{self.path}: {exc}") from None
+        self._in_name = inp.name
+        self._out_names = [out.name]
+        self._one_by_one = self.input_shape[0] == 1 or b"DynamicQuantizeLinear" in data
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(self._out_names, {self._in_name: x})[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = self._to_input(batch)
+        if self._one_by_one and x.shape[0] != 1:
+            return self._from_output(np.concatenate([self._run(x[i:i + 1]) for i in range(x.shape[0])]))
+        return self._from_output(self._run(x))
+

@@ -1,0 +1,124 @@
+"""The on-device golden check: run the images recorded at export time through a model file
+and compare its probabilities with the recorded ones, within the recorded tolerance.
+
+``golden.npz`` (written by ``edgeclf export``) holds ``images`` (uint8 N,H,W,3) and, for each
+exported file basename F, ``probs::F`` (float32 N,C, as the runtime computes them) and
+``atol::F`` (float64 scalar). Neither TensorFlow nor the dataset is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import DataError
+from .classifier import Classifier, load_classifier
+
+PROBS = "probs::"
+ATOL = "atol::"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """The largest difference in one golden image."""
+
+    image: int
+    label: str
+    expected: float
+    got: float
+    abs_diff: float
+
+
+@dataclass(frozen=True)
+class GoldenReport:
+    """What ``verify_golden`` found. ``passed`` is True when every probability is within ``atol``."""
+
+    model: str
+    golden: str
+    entry: str  # the file basename the golden entry is recorded under
+    images: int
+    atol: float
+    max_abs_diff: float
+    top1_agreement: float  # fraction of images whose best label matches the recorded one
+    passed: bool
+    worst: tuple[Deviation, ...]  # largest first
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["worst"] = [asdict(w) for w in self.worst]
+        return d
+
+
+def load_golden(path) -> dict[str, np.ndarray]:
+    """The arrays of a golden file, or a DataError saying what is wrong with it."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"golden file not found: {p}") from None
+    except IsADirectoryError:
+        raise DataError(f"{p} is a directory; give the golden.npz file inside it") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{p}: not a readable golden .npz file ({exc}); copy it again from the export "
+                        "directory") from None
+    if "images" not in arrays:
+        raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
+    return arrays
+
+
+def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads: Optional[int] = None,
+                  worst: int = 5) -> GoldenReport:
+    """Check a model file against the golden outputs recorded for it.
+
+    Args:
+        model: a ``Classifier`` or a model file path (loaded with ``threads``).
+        golden: the ``golden.npz`` written by ``edgeclf export`` beside the model files.
+        worst: how many of the largest deviations to keep in the report.
+
+    Returns:
+        A ``GoldenReport``; it does not raise when the check fails (``passed`` is False).
+
+    Raises:
+        DataError: the golden file is unreadable, has no entry for this model, or its images
+            do not fit the model.
+    """
+    clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
+    arrays = load_golden(golden)
+    name = clf.path.name
+    if PROBS + name not in arrays:
+        have = sorted(k[len(PROBS):] for k in arrays if k.startswith(PROBS))
+        listed = ", ".join(have) if have else "none"
+        raise DataError(f"{golden}: no golden entry for {name} (it has entries for: {listed}); use the "
+                        "golden.npz written with this model, or keep the file's exported name")
+    images = arrays["images"]
+    expected = np.asarray(arrays[PROBS + name], np.float32)
+    atol = float(arrays.get(ATOL + name, np.float64(1e-4)))
+    h, w = clf.input_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (h, w, 3):
+        raise DataError(f"{golden}: images are {images.dtype} {images.shape} but {name} takes uint8 "
+                        f"(N, {h}, {w}, 3); this golden file was written for another model")
+    if expected.shape != (images.shape[0], len(clf.labels)):
+        raise DataError(f"{golden}: recorded probabilities for {name} have shape {expected.shape}, "
+                        f"expected ({images.shape[0]}, {len(clf.labels)})")
+    got = clf.predict_proba(images)
+    diff = np.abs(got.astype(np.float64) - expected)
+    per_image = diff.max(axis=1) if diff.size else np.zeros(len(images))
+    order = np.argsort(-per_image, kind="stable")[:worst]
+    deviations = []
+    for i in order:
+        j = int(np.argmax(diff[i]))
+        deviations.append(Deviation(image=int(i), label=clf.labels[j], expected=float(expected[i, j]),
+                                    got=float(got[i, j]), abs_diff=float(diff[i, j])))
+    max_diff = float(per_image.max()) if len(per_image) else 0.0
+    agree = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if len(images) else 1.0
+    return GoldenReport(
+        model=str(clf.path), golden=str(golden), entry=name, images=int(len(images)), atol=atol,
+        max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
+        worst=tuple(deviations),
+    )
