@@ -339,7 +339,10 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
             results.append(bench_one(path, threads=t, batch_size=batch_size, warmup=warmup, runs=runs,
                                      seconds=seconds))
     click.echo(bench_table(results))
-    click.echo(f"\nmachine: {sysinfo.summary()}")
+    click.echo("\nlatency in ms at batch 1 on random pixels; cold = load + first inference (the first file of "
+               "each format also pays for importing its engine); peak RSS is the process's high-water mark, "
+               "RSS + what loading and running the file added")
+    click.echo(f"machine: {sysinfo.summary()}")
     if json_out:
         write_json(json_out, {"system": sysinfo.to_dict(), "warmup": warmup, "runs": runs, "seconds": seconds,
                               "results": [r.to_dict() for r in results]})
