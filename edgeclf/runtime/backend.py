@@ -26,7 +26,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 _SUFFIX_OF = {fmt: suffix for suffix, (fmt, _) in BACKENDS.items()}
-_FORMAT_NAME = {"tflite": "TFLite", "onnx": "ONNX"}
+_FORMAT_NAME = {"tflite": "a TFLite", "onnx": "an ONNX"}
 
 
 class Backend(Protocol):
@@ -109,6 +109,8 @@ def load_backend(path, *, threads: int) -> Backend:
     """Open ``path`` with the engine its suffix names, after checking that the content
     really is that format."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory; give the .tflite or .onnx file inside it")
     suffix = path.suffix.lower()
     if suffix not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
@@ -119,7 +121,7 @@ def load_backend(path, *, threads: int) -> Backend:
     actual = sniff_format(data)
     if actual is not None and actual != fmt:
         raise ModelFileError(
-            f"{path}: this is an {_FORMAT_NAME[actual]} model named {suffix}; "
+            f"{path}: this is {_FORMAT_NAME[actual]} model named {suffix}; "
             f"rename it to {path.with_suffix(_SUFFIX_OF[actual]).name}")
     if actual is None and fmt == "tflite":
         raise ModelFileError(f"{path}: not a TFLite model (no TFL3 identifier at byte 4); the file is "

@@ -25,7 +25,6 @@ class LiteRTBackend:
     def __init__(self, path: Path, data: bytes, *, threads: int):
         self.path = Path(path)
         self.threads = threads
-        self.metadata = read_tflite_metadata(data, source=str(self.path))
         interpreter_mod = require("ai_edge_litert.interpreter", purpose="running TFLite files")
         try:
             # XNNPACK announces itself on fd 2 when the interpreter is created.
@@ -35,8 +34,10 @@ class LiteRTBackend:
         except (ValueError, RuntimeError, TypeError, OSError) as exc:
             raise ModelFileError(
                 f"{self.path}: LiteRT cannot load this TFLite file ({first_line(exc)}); "
-                "the file is damaged or uses ops this runtime lacks; export it again") from None
+                "the file is damaged or truncated, or uses ops this LiteRT lacks; copy or export it again") from None
         self._data = data  # the interpreter reads from this buffer; keep it alive
+        # Read only now: the interpreter has verified the flatbuffer the reader walks.
+        self.metadata = read_tflite_metadata(data, source=str(self.path))
         inputs = self._interp.get_input_details()
         outputs = self._interp.get_output_details()
         if len(inputs) != 1 or len(outputs) < 1:

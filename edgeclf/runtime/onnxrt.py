@@ -60,7 +60,7 @@ class OnnxRuntimeBackend:
         except _engine_errors(ort) as exc:
             raise ModelFileError(
                 f"{self.path}: ONNX Runtime cannot load this file ({first_line(exc)}); "
-                "the file is damaged, not ONNX, or uses ops this runtime lacks; export it again") from None
+                "the file is damaged or truncated, not ONNX, or uses ops this runtime lacks; copy or export it again") from None
         self.metadata = read_onnx_metadata(custom, source=str(self.path))
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()

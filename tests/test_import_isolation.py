@@ -1,0 +1,59 @@
+"""The runtime and the CLI never load TensorFlow (or Keras, tf2onnx, tfmot), and importing
+the runtime loads no engine until a model file is opened. Checked in fresh subprocesses."""
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["tensorflow", "tf_keras", "keras", "tf2onnx", "tensorflow_model_optimization"]
+ENGINES = ["ai_edge_litert", "ai_edge_litert.interpreter", "onnxruntime"]
+
+
+def _loaded(code: str) -> set[str]:
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_runtime_and_cli_loads_no_tensorflow_and_no_engine():
+    mods = _loaded("import edgeclf, edgeclf.runtime, edgeclf.cli\n"
+                   "from edgeclf.runtime import load_classifier, Classifier, Prediction, ModelMetadata, load_image")
+    assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+    assert not mods & set(ENGINES), f"an engine was imported before any model was loaded: {sorted(mods & set(ENGINES))}"
+
+
+def test_predicting_with_both_engines_loads_no_tensorflow():
+    mods = _loaded(
+        "from pathlib import Path\n"
+        "from edgeclf.runtime import load_classifier\n"
+        f"F = Path({str(__file__)!r}).parent / 'fixtures'\n"
+        "for n in ('colour_int8.tflite', 'colour_int8.onnx'):\n"
+        "    load_classifier(F / n, threads=1).predict(F / 'images' / 'red.png')\n"
+        "from edgeclf.runtime.verify import verify_golden\n"
+        "verify_golden(F / 'colour_int8.tflite', F / 'golden.npz', threads=1)\n")
+    assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+    assert {"ai_edge_litert.interpreter", "onnxruntime"} <= mods  # the probe did run both engines
+
+
+def test_cli_help_loads_no_tensorflow():
+    mods = _loaded("import sys\nfrom edgeclf.cli import main\n"
+                   "for args in (['--help'], ['predict', '--help'], ['verify', '--help']):\n"
+                   "    try:\n"
+                   "        main(args, standalone_mode=False)\n"
+                   "    except SystemExit:\n"
+                   "        pass\n")
+    assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+
+
+def test_predict_command_loads_no_tensorflow(tmp_path):
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parent / "fixtures"
+    mods = _loaded("from edgeclf.cli import main\n"
+                   "try:\n"
+                   f"    main(['predict', {str(fixtures / 'colour_float32.onnx')!r}, {str(fixtures / 'images')!r}],"
+                   " standalone_mode=False)\n"
+                   "except SystemExit:\n"
+                   "    pass\n")
+    assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
