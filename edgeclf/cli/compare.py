@@ -410,3 +410,93 @@ def bench_table(results) -> str:
 
 
 COMMANDS.append(bench_cmd)
+
+
+# --------------------------------------------------------------------------------------------
+# edgeclf run
+
+# Defaults chosen so that the whole job fits in 10 minutes on 2 CPU cores (measured; see README).
+RUN_DEFAULTS = {"classes": 5, "per_class": 200, "image_size": 64, "epochs": 10, "model": "tutorial_cnn_aug"}
+
+
+@click.command("run")
+@click.argument("data", required=False, type=click.Path())
+@click.option("--model", default=RUN_DEFAULTS["model"], show_default=True,
+              help="Model variant to train (see `edgeclf models`).")
+@click.option("--out", "out", default="edgeclf-run", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for everything: data/, run/, export/, report/, compare.json.")
+@click.option("--epochs", type=int, default=RUN_DEFAULTS["epochs"], show_default=True)
+@click.option("--image-size", default=None,
+              help=f"S or HxW. Default: {RUN_DEFAULTS['image_size']} for the built-in dataset, else the "
+                   "train command's default.")
+@click.option("--per-class", type=int, default=RUN_DEFAULTS["per_class"], show_default=True,
+              help="Images per class of the built-in dataset (without DATA).")
+@click.option("--threads", type=int, default=None, help="Engine threads for the comparison.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
+@click.pass_context
+def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overwrite):
+    """The main job in one command: data, train, export, compare.
+
+    Without DATA it generates the built-in synthetic dataset (5 classes of shapes,
+    PER_CLASS images each, 64x64). It then trains MODEL, exports every supported precision
+    to TFLite and ONNX, compares every file against the Keras model on the validation split,
+    prints the table and writes a report, all under OUT.
+
+    \b
+    Example:
+      edgeclf run                      # built-in data, about 5 minutes on 2 CPU cores
+      edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
+    """
+    import time
+
+    from .._term import info
+    from ..errors import UsageError
+
+    _positive_threads([threads])
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1; got {epochs}")
+    root = Path(out)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
+                         "or choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    main = ctx.find_root().command
+    timings = []
+    t_all = time.monotonic()
+
+    def step(name, fn):
+        info(f"== {name}")
+        t = time.monotonic()
+        result = fn()
+        timings.append((name, time.monotonic() - t))
+        return result
+
+    if data is None:
+        data_dir = root / "data"
+        synth = main.get_command(ctx, "data").get_command(ctx, "synth")
+        step("data: built-in synthetic dataset",
+             lambda: ctx.invoke(synth, out=str(data_dir), classes=RUN_DEFAULTS["classes"], per_class=per_class,
+                                size=RUN_DEFAULTS["image_size"], overwrite=overwrite))
+        if image_size is None:
+            image_size = str(RUN_DEFAULTS["image_size"])
+    else:
+        data_dir = Path(data)
+    run_dir, export_dir, report_dir = root / "run", root / "export", root / "report"
+    step(f"train: {model}", lambda: ctx.invoke(main.get_command(ctx, "train"), data=str(data_dir), model=model,
+                                               out=str(run_dir), epochs=epochs, image_size=image_size,
+                                               overwrite=overwrite))
+    step("export: every precision, TFLite and ONNX",
+         lambda: ctx.invoke(main.get_command(ctx, "export"), source=str(run_dir), out=str(export_dir),
+                                 overwrite=overwrite))
+    cmp = step("compare: every file against the Keras model",
+               lambda: run_compare([export_dir], data=str(run_dir), threads=threads,
+                                   json_out=str(root / "compare.json"), report_dir=str(report_dir)))
+    total = time.monotonic() - t_all
+    info("\n" + "; ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in timings) + f"; total {total:.0f}s")
+    click.echo(f"\nEverything is in {root}/: data/ (images), run/ (model.keras, curves), export/ (the "
+               f"{len(cmp.models)} deployable files), report/report.md, compare.json")
+    if not cmp.passed:
+        raise SystemExit(1)
+
+
+COMMANDS.append(run_cmd)

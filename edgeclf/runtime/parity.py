@@ -278,7 +278,7 @@ class ModelResult:
     def name(self) -> str:
         import os
 
-        return os.path.basename(self.path) if self.format != "keras" else self.path
+        return os.path.basename(self.path)
 
     @property
     def passed(self) -> bool:

@@ -1,0 +1,48 @@
+"""`edgeclf run`: refuses what it must before doing any work; end to end on a tiny setting (slow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_run_refuses_bad_options(tmp_path, args, message):
+    res = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not (tmp_path / "r").exists(), "nothing is created before the options are checked"
+
+
+def test_run_never_overwrites_silently(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    res = CliRunner().invoke(main, ["run", "--out", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_run_end_to_end_tiny(tmp_path):
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--out", str(out), "--per-class", "12", "--epochs", "1",
+                                    "--image-size", "32", "--threads", "1"])
+    assert res.exit_code in (0, 1), res.output
+    d = json.loads((out / "compare.json").read_text())
+    assert d["reference"]["format"] == "keras"
+    formats = {(m["format"], m["precision"]) for m in d["models"]}
+    assert {("tflite", "float32"), ("onnx", "float32"), ("tflite", "int8")} <= formats
+    for m in d["models"]:
+        if m["precision"] == "float32":
+            assert m["agreement"] == 1.0, f"{m['path']} must agree 100% with the Keras model"
+    md = (out / "report" / "report.md").read_text()
+    assert "## Results" in md and (out / "report" / "accuracy_latency_size.png").exists()
+    assert "model_int8.tflite" in res.output
