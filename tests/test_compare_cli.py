@@ -253,3 +253,35 @@ def test_binary_model_on_colour_data_is_refused(tmp_path):
     res = CliRunner().invoke(main, ["compare", str(fx), "--data", str(data)])
     assert res.exit_code == 1
     assert "binary_float32.tflite" in res.output and "differ from the data's classes" in res.output
+
+
+def test_compare_accuracy_equals_predict_accuracy(tmp_path):
+    """Accuracy from `compare` equals the fraction of `predict` labels that match the folder name."""
+    model = FIXTURES / "colour_int8.tflite"
+    ref = FIXTURES / "colour_float32.tflite"
+    if not (model.exists() and ref.exists()):
+        pytest.skip("runtime fixtures not committed yet")
+    data = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    colours = {"red": (200, 40, 40), "green": (40, 190, 50), "blue": (40, 50, 210)}
+    for name in colours:
+        (data / name).mkdir(parents=True)
+    # 4 right images per class, plus 3 images filed under the wrong class: accuracy is 12/15 (not 1).
+    k = 0
+    for name, rgb in colours.items():
+        for i in range(5):
+            true = name if i < 4 else list(colours)[(list(colours).index(name) + 1) % 3]
+            pix = np.clip(np.array(colours[true]) + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pix).save(data / name / f"img {k}.png")  # a space in the name, on purpose
+            k += 1
+    out = tmp_path / "c.json"
+    res = _compare([model, "--data", data, "--reference", ref, "--json", out])
+    assert res.exit_code == 0, res.output
+    compare_acc = {Path(m["path"]).name: m["accuracy"] for m in json.loads(out.read_text())["models"]}
+    res = CliRunner().invoke(main, ["predict", str(model), str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    preds = json.loads(res.stdout if hasattr(res, "stdout") else res.output)
+    assert len(preds) == 15
+    predict_acc = np.mean([Path(p["source"]).parent.name == p["label"] for p in preds])
+    assert predict_acc == pytest.approx(12 / 15)
+    assert compare_acc["colour_int8.tflite"] == pytest.approx(predict_acc)
