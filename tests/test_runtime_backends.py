@@ -172,6 +172,15 @@ def test_quantize_dequantize_round_trip(dtype, scale, zp):
     assert np.abs(back - pixels)[inside].max() <= scale / 2 + 1e-4, "error over half a step"
 
 
+@pytest.mark.parametrize("dtype,scale,zp", [(np.uint8, 0.988, 0), (np.int8, 0.988, -128), (np.int16, 0.0077, 0),
+                                            (np.uint8, 2.0, 3)])
+def test_input_lookup_table_equals_the_arithmetic(dtype, scale, zp):
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    converted = input_converter(dtype, scale, zp)(pixels)
+    assert converted.dtype == dtype and converted.shape == pixels.shape
+    np.testing.assert_array_equal(converted, quantize(pixels, scale, zp, dtype))
+
+
 def test_uint8_input_with_unit_scale_is_passed_through_untouched():
     x = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
     assert input_converter(np.uint8, 1.0, 0)(x) is x

@@ -40,7 +40,7 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
 
 @click.command("predict")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also show the next most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per image) instead of sentences.")
@@ -99,7 +99,7 @@ def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
 
 @click.command("verify")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("golden", type=click.Path(path_type=Path))
+@click.argument("golden", type=click.Path(path_type=Path), metavar="GOLDEN.npz")
 @_THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
