@@ -61,14 +61,16 @@ def _far_colour(rng, avoid, min_dist=110.0):
 
 
 def _background(rng, s: int) -> Image.Image:
-    c1, c2 = np.array(_colour(rng), float), np.array(_colour(rng), float)
+    # a gentle gradient between two nearby colours: the object, not the background, has edges
+    c1 = np.array(_colour(rng), float)
+    c2 = np.clip(c1 + rng.uniform(-60, 60, 3), 0, 255)
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:s, 0:s] / max(s - 1, 1)
     t = (np.cos(ang) * xx + np.sin(ang) * yy)
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     img = c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]
     # low-frequency blotches: upsampled coarse noise
-    coarse = rng.normal(0, 28, (4, 4, 3))
+    coarse = rng.normal(0, 20, (4, 4, 3))
     blot = np.asarray(Image.fromarray(np.uint8(np.clip(coarse + 128, 0, 255))).resize((s, s), Image.BICUBIC),
                       float) - 128
     img = np.clip(img + blot, 0, 255)
@@ -164,35 +166,35 @@ def render(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     s = size * _SS
     img = _background(rng, s)
     d = ImageDraw.Draw(img)
-    # distractor strokes and one small blob of a random other shape's colour scheme
-    for _ in range(int(rng.integers(2, 5))):
+    # distractor strokes and small blobs: clutter the object must be told apart from
+    for _ in range(int(rng.integers(1, 3))):
         p = rng.uniform(0, s, 4)
-        d.line([(p[0], p[1]), (p[2], p[3])], fill=_colour(rng), width=int(rng.integers(1, 3)) * _SS)
-    for _ in range(int(rng.integers(0, 3))):
+        d.line([(p[0], p[1]), (p[2], p[3])], fill=_colour(rng), width=_SS)
+    for _ in range(int(rng.integers(0, 2))):
         cx, cy = rng.uniform(0, s, 2)
-        rr = rng.uniform(0.03, 0.07) * s
+        rr = rng.uniform(0.02, 0.05) * s
         d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=_colour(rng))
-    # the object: size, place and rotation vary; it may be cut by the border
-    r = rng.uniform(0.18, 0.34) * s
-    cx, cy = rng.uniform(0.25 * s, 0.75 * s, 2)
+    # the object: size, place and rotation vary; it may touch the border
+    r = rng.uniform(0.22, 0.36) * s
+    cx, cy = rng.uniform(0.3 * s, 0.7 * s, 2)
     rot = rng.uniform(0, 2 * math.pi)
     mask = _shape_mask(kind, s, cx, cy, r, rot, rng)
     local = np.asarray(img.crop((int(cx - r), int(cy - r), int(cx + r) + 1, int(cy + r) + 1)), float)
     avoid = local.reshape(-1, 3).mean(0) if local.size else (128, 128, 128)
     fg = _fill(rng, s, _far_colour(rng, avoid))
     img.paste(fg, (0, 0), mask)
-    # an occluding bar across the object, sometimes
-    if rng.random() < 0.3:
+    # a thin occluding bar across the object, sometimes
+    if rng.random() < 0.15:
         ang = rng.uniform(0, math.pi)
         dx, dy = math.cos(ang) * s, math.sin(ang) * s
         off = rng.uniform(-0.5, 0.5) * r
         d.line([(cx - dx + off, cy - dy), (cx + dx + off, cy + dy)], fill=_colour(rng),
-               width=int(rng.uniform(0.1, 0.2) * r))
+               width=max(_SS, int(rng.uniform(0.06, 0.12) * r)))
     img = img.resize((size, size), Image.BILINEAR)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
     arr = np.asarray(img, float)
-    arr = arr + rng.normal(0, rng.uniform(4, 16), arr.shape)
+    arr = arr + rng.normal(0, rng.uniform(3, 10), arr.shape)
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 

@@ -98,7 +98,8 @@ def image_grid(images, titles, path, *, cols: int = 4, title: str | None = None,
     return _save(fig, path)
 
 
-def plot_mistakes(images, true_idx, pred_idx, confidences, class_names, path, *, limit: int = 16) -> Path:
+def plot_mistakes(images, true_idx, pred_idx, confidences, class_names, path, *, limit: int = 16,
+                  total: int | None = None) -> Path:
     """Misclassified validation images captioned with predicted and true label."""
     shown = list(range(min(limit, len(images))))
     titles = [f"pred: {class_names[pred_idx[i]]} ({confidences[i]:.0%})\ntrue: {class_names[true_idx[i]]}"
@@ -109,7 +110,7 @@ def plot_mistakes(images, true_idx, pred_idx, confidences, class_names, path, *,
         ax.axis("off")
         ax.text(0.5, 0.5, "No misclassified validation images", ha="center", va="center")
         return _save(fig, path)
-    total = len(images)
+    total = len(images) if total is None else total
     head = f"Misclassified validation images ({len(shown)} of {total})"
     return image_grid([images[i] for i in shown], titles, path, cols=4, title=head,
                       colors=["red"] * len(shown))

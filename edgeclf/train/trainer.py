@@ -1,0 +1,505 @@
+"""Train a zoo model on a class-per-folder dataset and write a run directory.
+
+The run directory (see docs/contracts.md) is written into a temporary folder beside ``out``
+and renamed into place at the end, so an interrupted or failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._io import atomic_dir, write_json, write_text
+from .._term import info
+from ..errors import DataError, UsageError
+from ..runtime.preprocess import ResizeMethod, image_size_arg
+from . import zoo
+
+
+class Optimizer(str, Enum):
+    ADAM = "adam"
+    RMSPROP = "rmsprop"
+    SGD = "sgd"
+
+
+class MixedPrecision(str, Enum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+DEFAULT_LEARNING_RATES = {Optimizer.ADAM: 1e-3, Optimizer.RMSPROP: 1e-3, Optimizer.SGD: 1e-2}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (written to ``config.json``).
+
+    ``image_size`` None: the size every image of the data shares, else the model's tutorial
+    size. ``learning_rate`` None: 1e-3 for adam and rmsprop, 1e-2 for sgd (momentum 0.9).
+    ``fine_tune`` N > 0: after the first phase, unfreeze the top N layers of the pretrained
+    base (BatchNorm stays frozen) and train ``epochs`` more at a tenth of the learning rate.
+    ``stop_at_accuracy`` X: stop once training accuracy reaches X (the tutorials' callback).
+    """
+
+    model: str = "tutorial_cnn_aug"
+    image_size: tuple[int, int] | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: Optimizer = Optimizer.ADAM
+    learning_rate: float | None = None
+    val_split: float = 0.2
+    val_dir: str | None = None
+    test_split: float = 0.0
+    seed: int = 123
+    weights: str | None = None
+    alpha: float = 1.0
+    fine_tune: int = 0
+    early_stopping: int | None = None
+    stop_at_accuracy: float | None = None
+    mixed_precision: MixedPrecision = MixedPrecision.AUTO
+    resize_method: ResizeMethod = ResizeMethod.BILINEAR
+    cache: bool = True
+    workers: int | None = None
+
+    def validated(self) -> "TrainConfig":
+        if self.model not in zoo.MODELS:
+            raise UsageError(f"unknown model {self.model!r}; choose one of: {', '.join(zoo.MODELS)}")
+        try:
+            opt = Optimizer(self.optimizer)
+        except ValueError:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of: "
+                             f"{', '.join(o.value for o in Optimizer)}") from None
+        try:
+            mp = MixedPrecision(self.mixed_precision)
+        except ValueError:
+            raise UsageError(f"--mixed-precision must be auto, on or off; got {self.mixed_precision!r}") from None
+        try:
+            rm = ResizeMethod(self.resize_method)
+        except ValueError:
+            raise UsageError(f"unknown resize method {self.resize_method!r}") from None
+        size = None if self.image_size is None else image_size_arg(self.image_size)
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1; got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1; got {self.batch_size}")
+        if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise UsageError(f"--learning-rate must be a positive number; got {self.learning_rate}")
+        if self.val_dir is None and not (0 < self.val_split < 1):
+            raise UsageError(f"--val-split must be between 0 and 1 (exclusive) unless --val-dir is given; "
+                             f"got {self.val_split}")
+        if not (0 <= self.test_split < 1):
+            raise UsageError(f"--test-split must be in [0, 1); got {self.test_split}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise UsageError(f"--early-stopping is a patience in epochs, at least 1; got {self.early_stopping}")
+        if self.stop_at_accuracy is not None and not (0 < self.stop_at_accuracy <= 1):
+            raise UsageError(f"--stop-at-accuracy must be a fraction in (0, 1]; got {self.stop_at_accuracy}")
+        if self.fine_tune < 0:
+            raise UsageError(f"--fine-tune must be 0 or a number of layers; got {self.fine_tune}")
+        if self.fine_tune and self.model not in ("mobilenet_v2", "mobilenet_v3_small"):
+            raise UsageError(f"--fine-tune applies to the pretrained bases (mobilenet_v2, mobilenet_v3_small), "
+                             f"not {self.model}")
+        if self.fine_tune and self.weights in (None, "none"):
+            raise UsageError("--fine-tune needs pretrained --weights (imagenet or a file); "
+                             "with --weights none the whole model trains from the start")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1; got {self.workers}")
+        return dataclasses.replace(self, optimizer=opt, mixed_precision=mp, resize_method=rm, image_size=size)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Enum):
+                d[k] = v.value
+        if d["image_size"] is not None:
+            d["image_size"] = list(d["image_size"])
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced; ``metrics`` is the content of ``metrics.json``."""
+
+    out: Path
+    model_path: Path
+    class_names: tuple[str, ...]
+    val_accuracy: float
+    epochs_run: int
+    seconds: float
+    metrics: dict = field(repr=False)
+    history: dict = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"out": str(self.out), "model": str(self.model_path), "class_names": list(self.class_names),
+                "val_accuracy": self.val_accuracy, "epochs_run": self.epochs_run, "seconds": self.seconds,
+                "metrics": self.metrics}
+
+
+def _common_size(paths) -> tuple[int, int] | None:
+    from PIL import Image
+
+    sizes = set()
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                sizes.add((im.size[1], im.size[0]))
+        except Exception:
+            continue
+        if len(sizes) > 1:
+            return None
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is a file; choose a folder name")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
+
+
+def _report_bad(bad: dict, what: str) -> None:
+    if not bad:
+        return
+    info(f"skipped {len(bad)} unreadable file(s) in {what}:")
+    for i, (p, reason) in enumerate(sorted(bad.items())):
+        if i == 20:
+            info(f"  ... and {len(bad) - 20} more (all listed in split.json)")
+            break
+        info(f"  {p}: {reason}")
+
+
+def _use_mixed_precision(tf, mode: MixedPrecision) -> bool:
+    if mode is MixedPrecision.OFF:
+        return False
+    gpus = tf.config.list_physical_devices("GPU")
+    capable = False
+    for g in gpus:
+        try:
+            cc = tf.config.experimental.get_device_details(g).get("compute_capability")
+        except Exception:
+            cc = None
+        if cc and tuple(cc) >= (7, 0):
+            capable = True
+    if mode is MixedPrecision.ON:
+        if not gpus:
+            info("note: --mixed-precision on without a GPU; float16 on a CPU is slow")
+        return True
+    return capable
+
+
+class _EpochLine:
+    """Keras callback factory: one line per epoch on stderr."""
+
+    @staticmethod
+    def make(keras, total: int, offset: int = 0, label: str = ""):
+        class EpochLine(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                parts = [f"{label}epoch {epoch + 1 - offset}/{total}"]
+                for key, name in (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"),
+                                  ("val_accuracy", "val_acc")):
+                    if key in logs:
+                        parts.append(f"{name} {logs[key]:.4f}")
+                parts.append(f"{time.monotonic() - self._t:.1f}s")
+                info("  ".join(parts))
+
+        return EpochLine()
+
+
+def _stop_at_accuracy(keras, target: float):
+    class StopAtAccuracy(keras.callbacks.Callback):
+        """Stop training once the training accuracy reaches ``target``."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            acc = (logs or {}).get("accuracy")
+            if acc is not None and acc >= target:
+                info(f"training accuracy {acc:.4f} reached --stop-at-accuracy {target}; stopping")
+                self.model.stop_training = True
+
+    return StopAtAccuracy()
+
+
+def _optimizer(keras, kind: Optimizer, lr: float):
+    if kind is Optimizer.ADAM:
+        return keras.optimizers.Adam(learning_rate=lr)
+    if kind is Optimizer.RMSPROP:
+        return keras.optimizers.RMSprop(learning_rate=lr)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+
+
+def _compile(keras, model, output_kind, opt):
+    if output_kind == "sigmoid":
+        loss = keras.losses.BinaryCrossentropy()
+        metric = keras.metrics.BinaryAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=opt, loss=loss, metrics=[metric])
+
+
+def _probabilities(raw: np.ndarray, output_kind: str) -> np.ndarray:
+    raw = raw.astype(np.float64)
+    if output_kind == "sigmoid":
+        p = raw.reshape(-1)
+        return np.stack([1 - p, p], axis=1)
+    z = raw - raw.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def evaluate_predictions(probs: np.ndarray, labels, class_names, train_labels=None) -> dict:
+    """Accuracy, loss, per-class accuracy, confusion matrix and the majority-class baseline."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(class_names)
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    cm = np.zeros((n, n), np.int64)
+    for t, p in zip(labels, pred):
+        cm[t, p] += 1
+    per_class = {}
+    for i, name in enumerate(class_names):
+        total = int(cm[i].sum())
+        per_class[name] = float(cm[i, i] / total) if total else None
+    ref = np.asarray(train_labels if train_labels is not None else labels, dtype=np.int64)
+    majority = int(np.bincount(ref, minlength=n).argmax()) if len(ref) else 0
+    eps = 1e-12
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)))) if len(labels) else None
+    return {
+        "accuracy": float((pred == labels).mean()) if len(labels) else None,
+        "loss": loss,
+        "count": int(len(labels)),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "majority_baseline": {"class": class_names[majority],
+                              "accuracy": float((labels == majority).mean()) if len(labels) else None},
+    }
+
+
+def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool = False,
+                verbose: bool = True, **options) -> TrainResult:
+    """Train ``config.model`` on the class-per-folder directory ``data`` and write the run to ``out``.
+
+    Args:
+        data: ``root/<class>/*.jpg|png|...``.
+        out: the run directory to create (refused when it exists and is not empty, unless
+            ``overwrite``).
+        config: a TrainConfig; ``options`` override its fields (``model="mobilenet_v2"``, ...).
+        overwrite: replace an existing run directory.
+        verbose: print progress (decoding, one line per epoch) to stderr.
+
+    Returns:
+        TrainResult with the validation accuracy and the path of ``model.keras``.
+
+    Raises:
+        UsageError: a bad option. DataError: a dataset that cannot be used.
+
+    Example:
+        >>> r = train_model("shapes", out="runs/a", model="tutorial_cnn_aug", epochs=5)  # doctest: +SKIP
+        >>> round(r.val_accuracy, 2)
+        0.86
+    """
+    from ..data.cache import decode_images
+    from ..data.folders import drop_bad, scan_folder
+    from ..data.splits import split_folder
+
+    try:
+        cfg = dataclasses.replace(config or TrainConfig(), **options)
+    except TypeError as exc:
+        raise UsageError(f"unknown training option: {exc}") from None
+    cfg = cfg.validated()
+    say = info if verbose else (lambda msg: None)
+    out = Path(out).expanduser()
+    _check_out(out, overwrite)
+    started = time.monotonic()
+
+    folder = scan_folder(data)
+    val_folder = scan_folder(cfg.val_dir, what="--val-dir") if cfg.val_dir else None
+    size = cfg.image_size
+    if size is None:
+        common = _common_size(folder.paths)
+        size = common or image_size_arg(zoo.DEFAULT_SIZES[cfg.model])
+        why = "the size every image in the data shares" if common else f"{cfg.model}'s default"
+        say(f"image size {size[0]}x{size[1]} ({why}; set --image-size to change)")
+        cfg = dataclasses.replace(cfg, image_size=size)
+    say(f"{len(folder.files)} images in {len(folder.class_names)} classes: {', '.join(folder.class_names)}")
+
+    decoded = decode_images(folder.paths, size, resize_method=cfg.resize_method, root=folder.root,
+                            cache=cfg.cache, workers=cfg.workers, show_progress=verbose)
+    bad = dict(decoded.bad)
+    if verbose:
+        _report_bad(decoded.bad, str(folder.root))
+    folder = drop_bad(folder, decoded.bad)
+    vdecoded = None
+    if val_folder is not None:
+        vdecoded = decode_images(val_folder.paths, size, resize_method=cfg.resize_method, root=val_folder.root,
+                                 cache=cfg.cache, workers=cfg.workers, show_progress=verbose)
+        if verbose:
+            _report_bad(vdecoded.bad, str(val_folder.root))
+        bad.update(vdecoded.bad)
+        val_folder = drop_bad(val_folder, vdecoded.bad, what="--val-dir")
+    split = split_folder(folder, val_split=cfg.val_split, test_split=cfg.test_split, seed=cfg.seed,
+                         val_folder=val_folder, skipped=sorted(bad.items()))
+    class_names = split.class_names
+    num_classes = len(class_names)
+    say(f"split: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test (seed {cfg.seed})")
+
+    def arrays(items, source):
+        rows = source.rows([p for p, _ in items])
+        return rows, np.asarray([y for _, y in items], np.int64)
+
+    vsource = vdecoded if vdecoded is not None else decoded
+    tr_rows, tr_y = arrays(split.train, decoded)
+    va_rows, va_y = arrays(split.val, vsource)
+    te_rows, te_y = arrays(split.test, vsource)
+
+    from .._optional import import_keras, import_tensorflow
+    from ..data.tfdata import make_dataset
+
+    tf = import_tensorflow()
+    keras = import_keras()
+    keras.utils.set_random_seed(cfg.seed)
+    mixed = _use_mixed_precision(tf, cfg.mixed_precision)
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    device = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
+    say(f"training {cfg.model} on {device}{' with mixed precision' if mixed else ''}")
+
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            built = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=cfg.weights,
+                                    alpha=cfg.alpha, seed=cfg.seed)
+            infer = built.model
+            if built.augmentation is not None:
+                inp = keras.Input(shape=infer.input_shape[1:], name="image")
+                train_net = keras.Model(inp, infer(built.augmentation(inp)), name=f"{cfg.model}_training")
+            else:
+                train_net = infer
+            pretrained = cfg.weights not in (None, "none") and bool(built.base_layers)
+            base = set(built.base_layers)
+            if pretrained:
+                for layer in infer.layers:
+                    if layer.name in base:
+                        layer.trainable = False
+            lr = cfg.learning_rate or DEFAULT_LEARNING_RATES[cfg.optimizer]
+            _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr))
+
+        binary = built.output_kind == "sigmoid"
+        global_batch = cfg.batch_size
+        train_ds = make_dataset(decoded.pixels, tr_y, rows=tr_rows, batch_size=global_batch, shuffle=True,
+                                seed=cfg.seed, binary=binary)
+        val_ds = make_dataset(vsource.pixels, va_y, rows=va_rows, batch_size=global_batch, binary=binary)
+
+        def callbacks(total, offset=0, label=""):
+            cbs = [_EpochLine.make(keras, total, offset, label)] if verbose else []
+            if cfg.early_stopping:
+                cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
+                                                         restore_best_weights=True))
+            if cfg.stop_at_accuracy:
+                cbs.append(_stop_at_accuracy(keras, cfg.stop_at_accuracy))
+            return cbs
+
+        hist = train_net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
+                             callbacks=callbacks(cfg.epochs))
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        epochs_run = len(history.get("loss", []))
+        if cfg.fine_tune:
+            with strategy.scope():
+                base_in_model = [layer for layer in infer.layers if layer.name in base]
+                for layer in base_in_model[-cfg.fine_tune:]:
+                    if not isinstance(layer, keras.layers.BatchNormalization):
+                        layer.trainable = True
+                _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr / 10))
+            say(f"fine-tuning the top {min(cfg.fine_tune, len(base_in_model))} base layers at "
+                f"learning rate {lr / 10:g}")
+            hist2 = train_net.fit(train_ds, validation_data=val_ds, epochs=epochs_run + cfg.epochs,
+                                  initial_epoch=epochs_run, verbose=0,
+                                  callbacks=callbacks(cfg.epochs, epochs_run, "fine-tune "))
+            history["_fine_tune_start"] = epochs_run
+            for k, vals in hist2.history.items():
+                history.setdefault(k, []).extend(float(v) for v in vals)
+            epochs_run = len(history["loss"])
+
+        if mixed:
+            # Save a float32 twin: exporters and the runtime expect a plain float32 graph.
+            keras.mixed_precision.set_global_policy(previous_policy)
+            twin = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=None,
+                                   alpha=cfg.alpha, seed=cfg.seed).model
+            twin.set_weights(infer.get_weights())
+            infer = twin
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    def predict(source, rows):
+        if len(rows) == 0:
+            return np.zeros((0, num_classes))
+        raw = infer.predict(make_dataset(source.pixels, np.zeros(len(rows)), rows=rows,
+                                         batch_size=max(global_batch, 64)).map(lambda x, y: x), verbose=0)
+        return _probabilities(np.asarray(raw), built.output_kind)
+
+    va_probs = predict(vsource, va_rows)
+    val_metrics = evaluate_predictions(va_probs, va_y, class_names, tr_y)
+    metrics = {
+        "val_accuracy": val_metrics["accuracy"],
+        "val_loss": val_metrics["loss"],
+        "val_count": val_metrics["count"],
+        "per_class_accuracy": val_metrics["per_class_accuracy"],
+        "confusion_matrix": val_metrics["confusion_matrix"],
+        "majority_baseline": val_metrics["majority_baseline"],
+        "train_accuracy": history.get("accuracy", [None])[-1],
+        "train_count": int(len(tr_y)),
+        "epochs_run": epochs_run,
+        "skipped_files": len(bad),
+    }
+    if len(te_rows):
+        te = evaluate_predictions(predict(vsource, te_rows), te_y, class_names, tr_y)
+        metrics.update({"test_accuracy": te["accuracy"], "test_loss": te["loss"], "test_count": te["count"],
+                        "test_confusion_matrix": te["confusion_matrix"]})
+    seconds = time.monotonic() - started
+    metrics["seconds"] = round(seconds, 2)
+
+    config = {
+        "model": cfg.model, "image_size": list(size), "num_classes": num_classes,
+        "output_kind": built.output_kind, "resize_method": cfg.resize_method.value, "seed": cfg.seed,
+        "data": str(folder.root), "labels": list(class_names), "params": int(infer.count_params()),
+        "mixed_precision_used": bool(mixed), "device": device, "edgeclf_version": __version__,
+        "tensorflow_version": tf.__version__, "options": cfg.to_dict(),
+    }
+
+    from . import plots
+
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    with atomic_dir(out, overwrite=True) as tmp:
+        infer.save(tmp / "model.keras")
+        write_text(tmp / "labels.txt", "".join(f"{n}\n" for n in class_names))
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "split.json", split.to_dict())
+        write_json(tmp / "history.json", history)
+        write_json(tmp / "metrics.json", metrics)
+        plots.plot_curves(history, tmp / "curves.png")
+        plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), list(class_names), tmp / "confusion.png")
+        pred = va_probs.argmax(axis=1)
+        wrong = np.flatnonzero(pred != va_y)
+        wrong_rows = va_rows[wrong[:16]]
+        plots.plot_mistakes([np.asarray(vsource.pixels[r]) for r in wrong_rows], va_y[wrong], pred[wrong],
+                            va_probs[wrong, pred[wrong]] if len(wrong) else [], list(class_names),
+                            tmp / "mistakes.png", total=len(wrong))
+        # config.json's paths name the final place, not the temp folder
+    say(f"val accuracy {metrics['val_accuracy']:.4f} (majority-class baseline "
+        f"{metrics['majority_baseline']['accuracy']:.4f}); wrote {out} in {seconds:.0f}s")
+    return TrainResult(out=out, model_path=out / "model.keras", class_names=tuple(class_names),
+                       val_accuracy=float(metrics["val_accuracy"]), epochs_run=epochs_run, seconds=seconds,
+                       metrics=metrics, history=history)

@@ -1,0 +1,243 @@
+"""The model zoo: a dict of plain builder functions, one flat Functional tf_keras model each.
+
+Every model takes RGB values 0..255 as float32 NHWC and normalises inside (Rescaling), so
+every exported file takes the same input. A MobileNet base is built on the model's own
+(rescaled) input tensor with ``input_tensor=``, so its layers sit in the model's one graph —
+tensorflow-model-optimization refuses a model nested inside a model.
+
+Augmentation is returned beside the model, never inside it: the trainer wraps it around the
+model for training, and the saved inference model has none.
+
+Example:
+    >>> from edgeclf.train.zoo import build_model
+    >>> built = build_model("tutorial_cnn", image_size=180, num_classes=5)   # doctest: +SKIP
+    >>> built.model.count_params()
+    3989285
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .._optional import import_keras
+from ..errors import UsageError
+from ..runtime.preprocess import image_size_arg
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A zoo model: the inference model, its training-only augmentation (or None), the kind of
+    output (``logits`` or ``sigmoid``), and the names of the pretrained base's layers (empty
+    for the from-scratch CNNs) for freezing and fine-tuning."""
+
+    name: str
+    model: object
+    augmentation: object | None
+    output_kind: str
+    base_layers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _head(keras, x, num_classes: int, name: str = "logits"):
+    # float32 logits even under mixed precision: softmax/loss in float16 loses too much.
+    return keras.layers.Dense(num_classes, name=name, dtype="float32")(x)
+
+
+def _input(keras, image_size):
+    h, w = image_size_arg(image_size)
+    return keras.Input(shape=(h, w, 3), dtype="float32", name="image")
+
+
+def tutorial_augmentation(keras, *, seed: int | None = None):
+    """RandomFlip / RandomRotation(0.1) / RandomZoom(0.1), as the flowers tutorial; training only."""
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomRotation(0.1, seed=seed),
+        keras.layers.RandomZoom(0.1, seed=seed),
+    ], name="augmentation")
+
+
+def _tutorial_body(keras, inp, num_classes, dropout: float):
+    L = keras.layers
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    for i, filters in enumerate((16, 32, 64), start=1):
+        x = L.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = L.MaxPooling2D(name=f"pool{i}")(x)
+    if dropout:
+        x = L.Dropout(dropout, name="dropout")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(128, activation="relu", name="dense")(x)
+    return _head(keras, x, num_classes)
+
+
+def tutorial_cnn(image_size=180, num_classes=5, *, weights=None, seed=None, **_) -> BuiltModel:
+    """The TensorFlow image classification tutorial's CNN: Rescaling 1/255, Conv 16/32/64 each
+    followed by MaxPool, Dense 128, Dense N logits (3,989,285 parameters at 180px, 5 classes)."""
+    keras = import_keras()
+    inp = _input(keras, image_size)
+    model = keras.Model(inp, _tutorial_body(keras, inp, num_classes, 0.0), name="tutorial_cnn")
+    _load_weights(model, weights)
+    return BuiltModel("tutorial_cnn", model, None, "logits")
+
+
+def tutorial_cnn_aug(image_size=180, num_classes=5, *, weights=None, seed=None, **_) -> BuiltModel:
+    """``tutorial_cnn`` with Dropout 0.2 and flip/rotation/zoom augmentation during training
+    (same parameter count; the augmentation is not part of the saved model)."""
+    keras = import_keras()
+    inp = _input(keras, image_size)
+    model = keras.Model(inp, _tutorial_body(keras, inp, num_classes, 0.2), name="tutorial_cnn_aug")
+    _load_weights(model, weights)
+    return BuiltModel("tutorial_cnn_aug", model, tutorial_augmentation(keras, seed=seed), "logits")
+
+
+def cats_dogs_cnn(image_size=160, num_classes=2, *, weights=None, seed=None, **_) -> BuiltModel:
+    """The cats-vs-dogs blog's first model: Conv 32/32/64 (valid padding), Flatten, Dropout,
+    Dense 64, Dense N logits (5,337,250 parameters at 160px, 2 classes)."""
+    keras = import_keras()
+    L = keras.layers
+    inp = _input(keras, image_size)
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = L.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    x = L.MaxPooling2D(name="pool1")(x)
+    x = L.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = L.MaxPooling2D(name="pool2")(x)
+    x = L.Conv2D(64, 3, activation="relu", name="conv3")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dropout(0.2, name="dropout")(x)
+    x = L.Dense(64, activation="relu", name="dense")(x)
+    model = keras.Model(inp, _head(keras, x, num_classes), name="cats_dogs_cnn")
+    _load_weights(model, weights)
+    return BuiltModel("cats_dogs_cnn", model, None, "logits")
+
+
+def horse_human_cnn(image_size=150, num_classes=2, *, weights=None, seed=None, **_) -> BuiltModel:
+    """The horse-or-human binary CNN: Conv 16/32/64 + MaxPool (valid padding), Dense 512, one
+    sigmoid unit = P(label index 1) (9,494,561 parameters at 150px). Two classes only."""
+    if num_classes != 2:
+        raise UsageError(f"horse_human_cnn is a binary (one sigmoid unit) model and needs exactly 2 classes; "
+                         f"got {num_classes}. Use tutorial_cnn or mobilenet_v2 for more classes")
+    keras = import_keras()
+    L = keras.layers
+    inp = _input(keras, image_size)
+    x = L.Rescaling(1.0 / 255, name="rescaling")(inp)
+    for i, filters in enumerate((16, 32, 64), start=1):
+        x = L.Conv2D(filters, 3, activation="relu", name=f"conv{i}")(x)
+        x = L.MaxPooling2D(name=f"pool{i}")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(512, activation="relu", name="dense")(x)
+    out = L.Dense(1, activation="sigmoid", name="sigmoid", dtype="float32")(x)
+    model = keras.Model(inp, out, name="horse_human_cnn")
+    _load_weights(model, weights)
+    return BuiltModel("horse_human_cnn", model, None, "sigmoid")
+
+
+def _app_weights(weights):
+    if weights in (None, "none"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--weights {weights}: no such file; use none, imagenet or the path of a weights file")
+    return str(path)
+
+
+def _transfer(name, app, image_size, num_classes, weights, extra) -> BuiltModel:
+    keras = import_keras()
+    L = keras.layers
+    h, w = image_size_arg(image_size)
+    if min(h, w) < 32:
+        raise UsageError(f"{name} needs an image size of at least 32 pixels; got {h}x{w}")
+    inp = _input(keras, (h, w))
+    # MobileNets expect [-1, 1]; the scaling lives in the model, input stays 0..255.
+    x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inp)
+    before = {id(layer) for layer in keras.Model(inp, x).layers}
+    from .._quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        base = app(input_tensor=x, include_top=False, weights=_app_weights(weights), **extra)
+    base_layers = tuple(layer.name for layer in base.layers if id(layer) not in before)
+    y = L.GlobalAveragePooling2D(name="pool")(base.output)
+    y = L.Dropout(0.2, name="dropout")(y)
+    model = keras.Model(inp, _head(keras, y, num_classes), name=name)
+    return BuiltModel(name, model, None, "logits", base_layers)
+
+
+def mobilenet_v2(image_size=224, num_classes=5, *, weights=None, alpha: float = 1.0, seed=None, **_) -> BuiltModel:
+    """MobileNetV2 (``alpha`` width) base, global average pooling, Dropout 0.2, Dense N logits.
+
+    ``weights``: None/"none" (from scratch), "imagenet" (downloads Keras' weights) or a path.
+    """
+    keras = import_keras()
+    return _transfer("mobilenet_v2", keras.applications.MobileNetV2, image_size, num_classes, weights,
+                     {"alpha": alpha})
+
+
+def mobilenet_v3_small(image_size=224, num_classes=5, *, weights=None, alpha: float = 1.0, seed=None,
+                       **_) -> BuiltModel:
+    """MobileNetV3-Small base (its own preprocessing switched off: the model's Rescaling to
+    [-1, 1] does it), global average pooling, Dropout 0.2, Dense N logits."""
+    keras = import_keras()
+    return _transfer("mobilenet_v3_small", keras.applications.MobileNetV3Small, image_size, num_classes,
+                     weights, {"alpha": alpha, "include_preprocessing": False})
+
+
+def _load_weights(model, weights):
+    if weights in (None, "none"):
+        return
+    if weights == "imagenet":
+        raise UsageError(f"{model.name} is trained from scratch; --weights imagenet is for mobilenet_v2 "
+                         "and mobilenet_v3_small. Use none or the path of a weights file of this model")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--weights {weights}: no such file; use none or a weights file of {model.name}")
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--weights {path} does not fit {model.name}: {exc}") from None
+
+
+MODELS: dict[str, Callable[..., BuiltModel]] = {
+    "tutorial_cnn": tutorial_cnn,
+    "tutorial_cnn_aug": tutorial_cnn_aug,
+    "cats_dogs_cnn": cats_dogs_cnn,
+    "horse_human_cnn": horse_human_cnn,
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_small": mobilenet_v3_small,
+}
+
+# The size each tutorial used; the trainer uses the data's own size when every image shares one.
+DEFAULT_SIZES = {"tutorial_cnn": 180, "tutorial_cnn_aug": 180, "cats_dogs_cnn": 160, "horse_human_cnn": 150,
+                 "mobilenet_v2": 224, "mobilenet_v3_small": 224}
+
+
+SUMMARIES = {
+    "tutorial_cnn": "TF tutorial CNN: Conv 16/32/64, Dense 128, logits",
+    "tutorial_cnn_aug": "tutorial_cnn + flip/rotate/zoom augmentation (training only) + Dropout",
+    "cats_dogs_cnn": "cats-vs-dogs CNN: Conv 32/32/64, Dropout, Dense 64, logits",
+    "horse_human_cnn": "horse-or-human CNN: Conv 16/32/64, Dense 512, one sigmoid unit (2 classes)",
+    "mobilenet_v2": "MobileNetV2 base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH",
+    "mobilenet_v3_small": "MobileNetV3-Small base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH",
+}
+
+
+def describe(name: str) -> str:
+    """One line about model ``name``."""
+    return SUMMARIES[name]
+
+
+def build_model(name: str, *, image_size=None, num_classes: int, weights=None, **options) -> BuiltModel:
+    """Build zoo model ``name`` (see ``MODELS``).
+
+    Raises:
+        UsageError: an unknown name, a bad size or class count, or weights that do not fit.
+    """
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    if num_classes < 2:
+        raise UsageError(f"--num-classes must be at least 2; got {num_classes}")
+    size = image_size_arg(DEFAULT_SIZES[name] if image_size is None else image_size)
+    if min(size) < 8:
+        raise UsageError(f"image size {size[0]}x{size[1]} is too small for {name} (at least 8 pixels)")
+    return MODELS[name](size, num_classes, weights=weights, **options)
