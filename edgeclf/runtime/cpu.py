@@ -43,31 +43,30 @@ def physical_cores() -> int:
     usable = _usable_cpus()
     n = _sysfs_cores(usable)
     if n is None:
-        n = len(usable) if usable else (os.cpu_count() or 1)
-        # Without topology, assume 2-way SMT only where the platform says it has it.
         try:
-            logical, phys = os.cpu_count(), _proc_cpuinfo_cores()
-            if phys and logical and phys < logical:
-                n = max(1, n * phys // logical)
+            with open("/proc/cpuinfo") as f:
+                n = cpuinfo_cores(f.read())
         except OSError:
-            pass
+            n = None
+        if n is not None and usable:
+            n = min(n, len(usable))
+    if n is None:
+        n = len(usable) if usable else (os.cpu_count() or 1)
     return max(1, n)
 
 
-def _proc_cpuinfo_cores() -> int | None:
-    pairs, cores_field = set(), None
-    phys = None
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key, value = key.strip(), value.strip()
-            if key == "physical id":
-                phys = value
-            elif key == "core id":
-                pairs.add((phys, value))
-            elif key == "cpu cores":
-                cores_field = int(value)
-    return len(pairs) or cores_field
+def cpuinfo_cores(text: str) -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo text; None when it lists none
+    (ARM boards often omit them)."""
+    pairs, package = set(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            package = value
+        elif key == "core id":
+            pairs.add((package, value))
+    return len(pairs) or None
 
 
 @lru_cache(maxsize=1)
