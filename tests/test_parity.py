@@ -101,3 +101,26 @@ def test_bad_arguments_raise_usage_error(kwargs, match):
     args.update(kwargs)
     with pytest.raises(UsageError, match=match):
         check_parity(args.pop("probs"), args.pop("reference_probs"), args.pop("y"), **args)
+
+
+def test_parity_latency_report_never_import_tensorflow():
+    """The runtime modules of this feature, and compare/bench running, load no TensorFlow."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "colour_int8.tflite"
+    code = (
+        "import sys\n"
+        "import edgeclf.runtime.parity, edgeclf.runtime.latency, edgeclf.runtime.report, edgeclf.cli.compare\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib is imported only to draw'\n"
+        "from click.testing import CliRunner\n"
+        "from edgeclf.cli import main\n"
+        f"r = CliRunner().invoke(main, ['bench', {str(fixture)!r}, '--runs', '2', '--warmup', '0'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'tf2onnx'))\n"
+        "print('LOADED', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "LOADED []" in out.stdout, out.stdout

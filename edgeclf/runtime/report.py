@@ -65,41 +65,69 @@ def plot_accuracy(cmp, path) -> Path:
     markers = {"tflite": "o", "onnx": "s", "keras": "*"}
     colours = {"tflite": "tab:blue", "onnx": "tab:orange", "keras": "tab:green"}
     ref_acc = cmp.reference.parity.accuracy * 100
+    labelled = []
     for ax, xkey, xlabel in ((ax_lat, "lat", "latency p50 at batch 1 (ms)"), (ax_size, "size", "file size (KB)")):
         points = []
         for m in _rows(cmp):
             x = (m.latency.p50_ms if m.latency is not None else None) if xkey == "lat" else \
                 (m.size_bytes / 1024 if m.size_bytes is not None else None)
             if x is not None:
-                points.append((x, m.parity.accuracy * 100, m))
-        if not points:
-            continue
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        xr, yr = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-        placed: list = []
-        for x, y, m in points:
-            ax.scatter([x], [y], marker=markers.get(m.format, "o"), color=colours.get(m.format, "tab:gray"),
-                       s=90 if m.format == "keras" else 45, zorder=3, alpha=0.85)
-            # Files that land on the same spot get their labels stacked, not printed over each other.
-            k = sum(1 for px, py in placed if abs(px - x) < 0.22 * xr and abs(py - y) < 0.05 * yr)
-            placed.append((x, y))
-            ax.annotate(f"{m.precision} {m.format}", (x, y), textcoords="offset points", xytext=(6, 4 - 11 * k),
-                        fontsize=8)
-        if min(xs) > 0 and max(xs) / min(xs) > 30:
+                points.append((x, m.parity.accuracy * 100, f"{m.precision} {m.format}"))
+                ax.scatter([x], [points[-1][1]], marker=markers.get(m.format, "o"),
+                           color=colours.get(m.format, "tab:gray"), s=90 if m.format == "keras" else 45,
+                           zorder=3, alpha=0.85)
+        xs = [p[0] for p in points]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 30:
             ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.2)
         ax.axhline(ref_acc, color="tab:gray", linestyle="--", linewidth=0.8, label=f"reference {ref_acc:.2f}%")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-        ax.margins(x=0.2, y=0.15)
+        labelled.append((ax, points))
     threads = sorted({m.threads for m in cmp.models if m.threads is not None})
     fig.suptitle(f"{len(cmp.sources)} images; latency with {'/'.join(map(str, threads)) or 'default'} thread(s)"
                  + (f" on {cmp.system.cpu_model}" if cmp.system is not None else ""), fontsize=10)
     fig.tight_layout()
+    for ax, points in labelled:  # after the layout is final, so label positions are measured right
+        ax.autoscale_view()
+        _place_labels(fig, ax, points)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
+
+
+def _place_labels(fig, ax, items, *, fontsize: float = 8.0) -> None:
+    """Label each point where the label overlaps no other label or point (greedy, in points
+    on the page); a label pushed away from its point gets a thin line back to it."""
+    to_pt = 72.0 / fig.dpi
+    char_w, text_h = 0.62 * fontsize, 1.25 * fontsize
+    pts = [tuple(v * to_pt for v in ax.transData.transform((x, y))) for x, y, _ in items]
+    placed: list = [(px - 4, py - 4, px + 4, py + 4) for px, py in pts]  # the markers themselves
+    order = sorted(range(len(items)), key=lambda i: (pts[i][0], -pts[i][1]))
+    for i in order:
+        px, py = pts[i]
+        text = items[i][2]
+        w = char_w * len(text)
+        near = [(6, 3), (6, -text_h - 1), (-w - 6, 3), (-w - 6, -text_h - 1)]
+        far = [(dx, dy) for k in range(1, 8) for dy in (3 + k * text_h, -text_h - 1 - k * text_h)
+               for dx in (6, -w - 6)]
+        chosen = None
+        for dx, dy in near + far:
+            box = (px + dx, py + dy, px + dx + w, py + dy + text_h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for j, b in enumerate(placed) if j != i):
+                chosen = (dx, dy)
+                break
+        if chosen is None:
+            chosen = near[0]
+        dx, dy = chosen
+        placed.append((px + dx, py + dy, px + dx + w, py + dy + text_h))
+        arrow = None if (dx, dy) in near else dict(arrowstyle="-", color="0.5", linewidth=0.6,
+                                                   shrinkA=0, shrinkB=3)
+        ax.annotate(text, (items[i][0], items[i][1]), textcoords="offset points", xytext=(dx, dy),
+                    fontsize=fontsize, va="bottom", ha="left", arrowprops=arrow)
 
 
 def _font(size: int):
