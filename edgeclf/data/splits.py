@@ -75,6 +75,23 @@ def _carve(items: list[Item], fraction: float, rng: np.random.Generator) -> tupl
     return sorted(kept, key=lambda t: (t[1], t[0])), sorted(taken, key=lambda t: (t[1], t[0]))
 
 
+def check_same_classes(folder: ImageFolder, val_folder: ImageFolder) -> None:
+    """Raise DataError unless ``val_folder`` has exactly the class folders of ``folder``."""
+    if tuple(val_folder.class_names) == tuple(folder.class_names):
+        return
+    only_train = sorted(set(folder.class_names) - set(val_folder.class_names))
+    only_val = sorted(set(val_folder.class_names) - set(folder.class_names))
+    detail = []
+    if only_train:
+        detail.append(f"only in the training data: {', '.join(only_train)}")
+    if only_val:
+        detail.append(f"only in --val-dir: {', '.join(only_val)}")
+    raise DataError(
+        f"the classes of --val-dir {val_folder.root} differ from those of {folder.root} "
+        f"({'; '.join(detail)}); both need the same class folders"
+    )
+
+
 def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: float = 0.0, seed: int = 123,
                  val_folder: ImageFolder | None = None, skipped=()) -> Split:
     """Split ``folder`` into train / val (/ test), stratified by class and seeded.
@@ -92,18 +109,7 @@ def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: flo
     rng = np.random.default_rng(seed)
     items = list(folder.files)
     if val_folder is not None:
-        if tuple(val_folder.class_names) != tuple(folder.class_names):
-            only_train = sorted(set(folder.class_names) - set(val_folder.class_names))
-            only_val = sorted(set(val_folder.class_names) - set(folder.class_names))
-            detail = []
-            if only_train:
-                detail.append(f"only in the training data: {', '.join(only_train)}")
-            if only_val:
-                detail.append(f"only in --val-dir: {', '.join(only_val)}")
-            raise DataError(
-                f"the classes of --val-dir {val_folder.root} differ from those of {folder.root} "
-                f"({'; '.join(detail)}); both need the same class folders"
-            )
+        check_same_classes(folder, val_folder)
         train = sorted(items, key=lambda t: (t[1], t[0]))
         val, test = _carve(list(val_folder.files), test_split, rng)
         vs = None

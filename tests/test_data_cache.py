@@ -1,0 +1,110 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edgeclf.data.cache import cache_dir_for, decode_images
+from edgeclf.runtime.preprocess import load_image
+
+from _data_helpers import make_folder, truncated_png, write_image
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def paths_of(root):
+    return sorted(str(p) for p in root.rglob("*.png"))
+
+
+def test_pixels_are_load_image_output_in_order(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 2})
+    paths = paths_of(root)
+    r = decode_images(paths, 8, root=root, show_progress=False)
+    assert r.paths == tuple(paths)
+    assert r.pixels.dtype == np.uint8 and r.pixels.shape == (5, 8, 8, 3)
+    for i, p in enumerate(paths):
+        np.testing.assert_array_equal(r.pixels[i], load_image(p, 8), err_msg=p)
+
+
+def test_second_run_reuses_everything(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 2})
+    first = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    second = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    assert (first.decoded, first.reused) == (5, 0)
+    assert (second.decoded, second.reused) == (0, 5)
+    np.testing.assert_array_equal(np.asarray(first.pixels), np.asarray(second.pixels))
+
+
+def test_changed_added_and_removed_files_are_noticed(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 2})
+    decode_images(paths_of(root), 8, root=root, show_progress=False)
+    changed = root / "a" / "a_000.png"
+    write_image(changed, colour=(0, 255, 0), size=(20, 20))
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    added = write_image(root / "b" / "new.png", colour=(0, 0, 255))
+    (root / "a" / "a_002.png").unlink()
+    r = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    assert r.decoded == 2, "the changed and the added file"
+    assert r.reused == 3
+    assert len(r.paths) == 5 and str(root / "a" / "a_002.png") not in r.paths
+    np.testing.assert_array_equal(r.pixels[r.paths.index(str(changed))], load_image(changed, 8))
+    assert (r.pixels[r.paths.index(str(added))] == [0, 0, 255]).all()
+    index = json.loads((cache_dir_for(root, 8, "bilinear") / "index.json").read_text())
+    assert len(index["entries"]) == 5
+    assert len(list(cache_dir_for(root, 8, "bilinear").glob("pixels-*.npy"))) == 1, "old array removed"
+
+
+def test_size_and_method_are_separate_caches(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    decode_images(paths_of(root), 8, root=root, show_progress=False)
+    r = decode_images(paths_of(root), 6, root=root, show_progress=False)
+    assert r.decoded == 4 and r.pixels.shape[1:] == (6, 6, 3)
+    r = decode_images(paths_of(root), 8, root=root, resize_method="nearest", show_progress=False)
+    assert r.decoded == 4
+    assert decode_images(paths_of(root), 8, root=root, show_progress=False).decoded == 0
+
+
+def test_bad_files_are_listed_with_reasons_and_not_retried(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (root / "a" / "empty.png").write_bytes(b"")
+    (root / "a" / "page.png").write_text("<html>not an image</html>")
+    truncated_png(root / "b" / "cut.png")
+    r = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    assert len(r.paths) == 4
+    reasons = {os.path.basename(p): why for p, why in r.bad.items()}
+    assert set(reasons) == {"empty.png", "page.png", "cut.png"}
+    assert "empty" in reasons["empty.png"]
+    assert "not an image" in reasons["page.png"]
+    assert "truncated" in reasons["cut.png"] or "corrupt" in reasons["cut.png"]
+    again = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    assert again.decoded == 0 and set(again.bad) == set(r.bad)
+
+
+def test_broken_cache_is_rebuilt_not_trusted(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    decode_images(paths_of(root), 8, root=root, show_progress=False)
+    cdir = cache_dir_for(root, 8, "bilinear")
+    for f in cdir.glob("pixels-*.npy"):
+        f.write_bytes(b"garbage")
+    r = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    assert r.decoded == 4
+    np.testing.assert_array_equal(r.pixels[0], load_image(r.paths[0], 8))
+
+
+def test_parallel_decode_matches_serial(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 40, "b": 40})
+    serial = decode_images(paths_of(root), 8, cache=False, workers=1, show_progress=False)
+    parallel = decode_images(paths_of(root), 8, root=root, workers=2, show_progress=False)
+    assert serial.paths == parallel.paths
+    np.testing.assert_array_equal(np.asarray(serial.pixels), np.asarray(parallel.pixels))
+
+
+def test_no_cache_writes_nothing(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    r = decode_images(paths_of(root), 8, cache=False, show_progress=False)
+    assert r.cache_dir is None and len(r.paths) == 4
+    assert not (tmp_path / "cache").exists()

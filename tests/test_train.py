@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.cli import main
+from edgeclf.data.synth import generate
+from edgeclf.errors import DataError, UsageError
+
+from _data_helpers import make_folder
+
+RUN_FILES = {"model.keras", "labels.txt", "config.json", "split.json", "history.json", "metrics.json",
+             "curves.png", "confusion.png", "mistakes.png"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes") / "d"
+    generate(root, classes=3, per_class=10, size=24, seed=0)
+    (root / "circles" / "broken.png").write_bytes(b"not a png at all")
+    return root
+
+
+@pytest.mark.slow
+def test_cli_train_writes_the_whole_run(shapes, tmp_path):
+    import tf_keras as keras
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", str(shapes), "--model", "tutorial_cnn_aug", "--out", str(out),
+                                  "--epochs", "2", "--batch-size", "8", "--test-split", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert "epoch 2/2" in r.output and "val_acc" in r.output
+    assert "broken.png" in r.output, "the unreadable file is listed"
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")], "temp folder left behind"
+
+    labels = (out / "labels.txt").read_text().splitlines()
+    assert labels == ["circles", "squares", "triangles"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "tutorial_cnn_aug" and config["image_size"] == [24, 24]
+    assert config["num_classes"] == 3 and config["output_kind"] == "logits"
+    assert config["resize_method"] == "bilinear" and config["seed"] == 123
+    assert config["data"] == str(shapes.resolve())
+
+    split = json.loads((out / "split.json").read_text())
+    used = split["train"] + split["val"] + split["test"]
+    assert len(used) == 30 and len({p for p, _ in used}) == 30
+    assert [p.endswith("broken.png") for p, _ in split["skipped"]] == [True]
+    assert len(split["test"]) == 6 and len(split["val"]) == 6
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == len(split["val"])
+    assert np.isclose(np.trace(cm) / cm.sum(), metrics["val_accuracy"])
+    assert set(metrics["per_class_accuracy"]) == set(labels)
+    assert metrics["majority_baseline"]["class"] in labels
+    assert "test_accuracy" in metrics
+
+    history = json.loads((out / "history.json").read_text())
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history[key]) == 2, key
+
+    for png in ("curves.png", "confusion.png", "mistakes.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+    model = keras.models.load_model(out / "model.keras")
+    aug = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom)
+    assert not any(isinstance(layer, aug) for layer in model.layers), "augmentation in the saved model"
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers), "nested model saved"
+    assert model.input_shape == (None, 24, 24, 3) and model.output_shape == (None, 3)
+
+    # the same run again is refused without --overwrite, and the run is untouched
+    before = (out / "metrics.json").read_bytes()
+    r = CliRunner().invoke(main, ["train", str(shapes), "--out", str(out), "--epochs", "1"])
+    assert r.exit_code == 2 and "not empty" in r.output
+    assert (out / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_binary_sigmoid_model_trains_and_stops_at_accuracy(tmp_path):
+    from edgeclf.train import train_model
+
+    root = tmp_path / "two"
+    generate(root, classes=2, per_class=8, size=32, seed=3)
+    r = train_model(root, out=tmp_path / "run", model="horse_human_cnn", epochs=4, batch_size=8,
+                    optimizer="rmsprop", stop_at_accuracy=0.01, verbose=False)
+    assert r.epochs_run == 1, "stop-at-accuracy 0.01 must stop after the first epoch"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["output_kind"] == "sigmoid"
+    assert np.array(r.metrics["confusion_matrix"]).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_failed_run_leaves_nothing_behind(shapes, tmp_path, monkeypatch):
+    from edgeclf.train import plots, train_model
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "plot_mistakes", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train_model(shapes, out=tmp_path / "run", model="tutorial_cnn", epochs=1, verbose=False)
+    assert list(tmp_path.glob("*run*")) == []
+
+
+def test_val_dir_with_other_classes_is_one_error_line(tmp_path):
+    make_folder(tmp_path / "train", {"cat": 3, "dog": 3})
+    make_folder(tmp_path / "val", {"cat": 2, "cow": 2})
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "train"), "--val-dir", str(tmp_path / "val"),
+                                  "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: the classes of --val-dir") and "cow" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_class_with_only_bad_files_is_a_data_error(tmp_path):
+    from edgeclf.train import train_model
+
+    make_folder(tmp_path / "d", {"cat": 3})
+    (tmp_path / "d" / "dog").mkdir()
+    (tmp_path / "d" / "dog" / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="'dog'.*no readable images"):
+        train_model(tmp_path / "d", out=tmp_path / "run", verbose=False)
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"learning_rate": -1.0}, "--learning-rate"), ({"val_split": 0.0}, "--val-split"),
+    ({"fine_tune": 5}, "--fine-tune"), ({"stop_at_accuracy": 1.5}, "--stop-at-accuracy"),
+    ({"model": "vgg"}, "unknown model"), ({"mixed_precision": "maybe"}, "--mixed-precision"),
+    ({"early_stopping": 0}, "--early-stopping"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
+    from edgeclf.train import train_model
+
+    with pytest.raises(UsageError, match=message):
+        train_model(tmp_path / "missing", out=tmp_path / "run", **option)
