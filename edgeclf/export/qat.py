@@ -97,7 +97,9 @@ def annotate(model):
         if kind in _SKIP or kind.startswith("Random"):
             left.append(layer.name)
             continue
-        if registry.supports(layer):
+        # BatchNormalization is absent from the registry because quantize_apply folds it
+        # into the convolution before it; tfmot's own quantize_model annotates it too.
+        if registry.supports(layer) or kind == "BatchNormalization":
             annotated.append(layer.name)
             continue
         if layer.weights:

@@ -1,0 +1,388 @@
+"""Export end to end on a tiny model: every precision, metadata, checks, safe loading, QAT.
+
+One tiny CNN is trained once per module and exported once at every precision; the tests
+read that export. TensorFlow-heavy, so marked slow (still run by .ci/run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _export_helpers import LABELS, SIZE, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
+
+from edgeclf.errors import ExportError, ModelFileError, UsageError  # noqa: E402
+from edgeclf.runtime.metadata import file_sha256  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ALL_FILES = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite",
+             "model_int16x8.tflite", "model_qat.tflite", "model_float32.onnx", "model_dynamic.onnx",
+             "model_int8.onnx", "model_qat.onnx"]
+# Ops that would mean training-time behaviour leaked into a deployable file.
+BANNED_OP_WORDS = ("random", "dropout", "multinomial", "stateless")
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from edgeclf._optional import import_keras
+
+    return import_keras()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, keras):
+    root = tmp_path_factory.mktemp("export")
+    samples = make_images(root / "data")
+    keras.utils.set_random_seed(0)
+    model = fit(keras, tiny_cnn(keras), samples, epochs=4)
+    return write_run_dir(root / "run", model, samples)
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    from edgeclf.export.exporter import export_model
+
+    out = run_dir.parent / "out"
+    report = export_model(run_dir, out)
+    return out, report
+
+
+def test_every_file_is_written_and_listed(exported):
+    out, report = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_FILES + ["export.json", "golden.npz"])
+    doc = json.loads((out / "export.json").read_text())
+    assert [f["file"] for f in doc["files"]] == [f.file for f in report.files]
+    assert sorted(f["file"] for f in doc["files"]) == sorted(ALL_FILES)
+    for f in doc["files"]:
+        path = out / f["file"]
+        assert f["size_bytes"] == path.stat().st_size, f["file"]
+        assert f["sha256"] == file_sha256(path), f["file"]
+        assert 0.0 <= f["agreement"] <= 1.0 and 0.0 <= f["accuracy"] <= 1.0, f["file"]
+    assert doc["labels"] == list(LABELS) and doc["image_size"] == [SIZE, SIZE]
+    assert doc["source_sha256"] == file_sha256(Path(doc["source"]) / "model.keras")
+
+
+def test_calibration_and_validation_are_recorded(exported):
+    _, report = exported
+    cal = report.calibration
+    # 48 training images exist; the default asks for 200: all 48 are used and recorded.
+    assert cal["size"] == 48 and cal["requested"] == 200 and cal["seed"] == 123
+    assert "split.json" in cal["source"]
+    assert report.validation["size"] == 12 and report.validation["labelled"]
+    assert report.keras_accuracy is not None
+
+
+def test_float_files_match_keras_and_quantized_ones_are_close(exported):
+    _, report = exported
+    for f in report.files:
+        if f.precision == "float32":
+            assert f.agreement == 1.0 and f.max_abs_diff < 1e-4, f
+        else:
+            assert f.agreement >= 0.75, f
+
+
+def test_qat_is_reported_beside_ptq(exported):
+    _, report = exported
+    assert report.qat["epochs"] == 1 and report.qat["train_images"] == 48
+    assert "rescaling" in report.qat["float_layers"]
+    assert report.file("model_qat.tflite").accuracy is not None
+    assert report.file("model_int8.tflite").accuracy is not None
+
+
+def test_metadata_round_trips_through_the_runtime(exported, run_dir):
+    from edgeclf.runtime import load_classifier
+
+    out, _ = exported
+    sha = file_sha256(run_dir / "model.keras")
+    for name in ALL_FILES:
+        clf = load_classifier(out / name)
+        m = clf.metadata
+        assert m.labels == LABELS, name
+        assert m.input_size == (SIZE, SIZE), name
+        assert m.precision == name.split("_")[1].split(".")[0], name
+        assert (m.layout, m.color_order, m.value_range, m.resize_method) == ("NHWC", "RGB", (0.0, 255.0), "bilinear")
+        assert m.output_kind.value == "logits", name
+        assert m.source_sha256 == sha, name
+        assert m.edgeclf_version, name
+
+
+def test_golden_holds_what_the_runtime_computes(exported):
+    from edgeclf.runtime import load_classifier
+
+    out, _ = exported
+    g = np.load(out / "golden.npz")
+    images = g["images"]
+    assert images.dtype == np.uint8 and images.shape[1:] == (SIZE, SIZE, 3) and len(images) == 8
+    for name in ALL_FILES:
+        probs = load_classifier(out / name).predict_proba(images)
+        np.testing.assert_allclose(probs, g[f"probs::{name}"], atol=1e-6, err_msg=name)
+        assert float(g[f"atol::{name}"]) in (1e-4, 1e-2, 2e-2, 5e-2), name
+
+
+def test_full_integer_tflite_takes_raw_pixels(exported):
+    from edgeclf.export.tflite import tflite_input_quantization
+
+    out, _ = exported
+    for name in ("model_int8.tflite", "model_qat.tflite"):
+        assert tflite_input_quantization((out / name).read_bytes()) == ("uint8", 1.0, 0), name
+
+
+def test_onnx_files_have_the_edgeclf_signature(exported):
+    import onnx
+
+    out, _ = exported
+    for name in [n for n in ALL_FILES if n.endswith(".onnx")]:
+        proto = onnx.load(str(out / name))
+        onnx.checker.check_model(proto)
+        (inp,) = proto.graph.input
+        assert inp.name == "image", name
+        dims = inp.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3], name
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, name
+        assert [o.name for o in proto.graph.output] == ["logits"], name
+        assert 13 <= max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 21
+    ops = {n.op_type for n in onnx.load(str(out / "model_qat.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def _op_names(path: Path) -> list[str]:
+    if path.suffix == ".tflite":
+        from edgeclf.export.tflite import tflite_op_names
+
+        return tflite_op_names(path.read_bytes())
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(path)).graph.node})
+
+
+def test_no_augmentation_or_dropout_op_in_any_file(exported):
+    out, _ = exported
+    for name in ALL_FILES:
+        ops = _op_names(out / name)
+        assert ops, name
+        bad = [op for op in ops if any(w in op.lower() for w in BANNED_OP_WORDS)]
+        assert not bad, f"{name} has {bad}"
+
+
+def test_size_of_full_integer_file(exported):
+    # On a model this tiny the flatbuffer overhead dominates; the <=30% figure is measured on
+    # real models in the report. Here: int8 is smaller than float32.
+    _, report = exported
+    assert report.file("model_int8.tflite").size_bytes < report.file("model_float32.tflite").size_bytes
+
+
+def test_existing_out_is_refused_unless_overwrite(exported, run_dir):
+    from edgeclf.export.exporter import export_model
+
+    out, _ = exported
+    before = (out / "export.json").read_text()
+    with pytest.raises(UsageError, match="already exists"):
+        export_model(run_dir, out, formats=["tflite"], precisions=["float32"])
+    assert (out / "export.json").read_text() == before
+    copy = run_dir.parent / "out_copy"
+    shutil.copytree(out, copy)
+    report = export_model(run_dir, copy, formats=["tflite"], precisions=["float32"], overwrite=True)
+    assert sorted(p.name for p in copy.iterdir()) == ["export.json", "golden.npz", "model_float32.tflite"]
+    assert [f.file for f in report.files] == ["model_float32.tflite"]
+
+
+@pytest.mark.parametrize("io,expect", [("int8", ("int8", 1.0, -128)), ("float32", ("float32", 0.0, 0))])
+def test_io_type_of_full_integer_tflite(run_dir, tmp_path, io, expect):
+    from edgeclf.export.exporter import export_model
+    from edgeclf.export.tflite import tflite_input_quantization
+
+    report = export_model(run_dir, tmp_path / "o", formats=["tflite"], precisions=["int8"], io=io)
+    assert tflite_input_quantization((tmp_path / "o" / "model_int8.tflite").read_bytes()) == expect
+    assert report.files[0].agreement >= 0.75
+
+
+def test_float32_mismatch_fails_with_the_numbers(run_dir, tmp_path, monkeypatch):
+    from edgeclf.export import exporter
+
+    real = exporter._runtime_probabilities
+    monkeypatch.setattr(exporter, "_runtime_probabilities", lambda p, x: real(p, x) + np.float32(1e-3))
+    with pytest.raises(ExportError, match=r"max abs probability difference 1\.0\de-03"):
+        exporter.export_model(run_dir, tmp_path / "o", formats=["onnx"], precisions=["float32"])
+    assert not (tmp_path / "o").exists()
+    assert not list(tmp_path.iterdir()), "temporary folder left behind"
+
+
+def test_quantization_collapse_is_caught(run_dir, tmp_path, monkeypatch):
+    from edgeclf.export import exporter
+
+    real = exporter._runtime_probabilities
+
+    def collapsed(path, images):
+        p = real(path, images)
+        if "int8" in path.name:
+            p = np.zeros_like(p)
+            p[:, 0] = 1.0
+        return p
+
+    monkeypatch.setattr(exporter, "_runtime_probabilities", collapsed)
+    with pytest.raises(ExportError, match="model_int8.tflite: quantization collapsed: it predicts '0' for all 12"):
+        exporter.export_model(run_dir, tmp_path / "o", formats=["tflite"], precisions=["float32", "int8"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_user_keras_file_with_labels_via_cli(keras, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    samples = make_images(tmp_path / "data", per_class=12, labels=("cat", "dog"))
+    keras.utils.set_random_seed(1)
+    model = fit(keras, tiny_cnn(keras, 2, head="sigmoid", augment=True), samples, head="sigmoid", epochs=3)
+    model.save(tmp_path / "user.keras")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    runner = CliRunner()
+    no_labels = runner.invoke(main, ["export", str(tmp_path / "user.keras"), "--out", str(tmp_path / "x")])
+    assert no_labels.exit_code == 2 and "--labels FILE is required" in no_labels.output
+    res = runner.invoke(main, ["export", str(tmp_path / "user.keras"), "--labels", str(tmp_path / "labels.txt"),
+                               "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                               "--precision", "float32", "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    assert "model_int8.tflite" in res.output and "agreement" in res.output
+    doc = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert sorted(f["file"] for f in doc["files"]) == ["model_float32.onnx", "model_float32.tflite",
+                                                         "model_int8.onnx", "model_int8.tflite"]
+    assert doc["output_kind"] == "sigmoid" and doc["labels"] == ["cat", "dog"]
+    for f in doc["files"]:
+        ops = _op_names(tmp_path / "out" / f["file"])
+        assert not [op for op in ops if any(w in op.lower() for w in BANNED_OP_WORDS)], (f["file"], ops)
+
+
+def test_h5_and_savedmodel_sources(keras, run_dir, tmp_path):
+    from edgeclf.export.exporter import export_model
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    model.save(tmp_path / "m.h5")
+    model.save(tmp_path / "saved", save_format="tf")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS))
+    for src in (tmp_path / "m.h5", tmp_path / "saved"):
+        r = export_model(src, tmp_path / f"o_{src.name}", formats=["tflite"], precisions=["float32"],
+                         labels=tmp_path / "labels.txt")
+        assert r.files[0].agreement == 1.0, src
+        assert "random images" in r.validation["source"]
+
+
+def test_lambda_layer_is_refused_by_safe_mode(keras, tmp_path):
+    from edgeclf.export.source import load_source
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    out = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t / 255.0)(inp)))
+    keras.Model(inp, out).save(tmp_path / "lam.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(ModelFileError, match="Lambda layer.*safe mode"):
+        load_source(tmp_path / "lam.keras", labels_file=tmp_path / "labels.txt")
+
+
+def test_labels_that_do_not_fit_the_model(run_dir, tmp_path):
+    from edgeclf.export.source import load_source
+
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(UsageError, match="2 labels given but the model has 3 outputs"):
+        load_source(run_dir, labels_file=tmp_path / "labels.txt")
+
+
+def test_qat_names_a_layer_it_cannot_handle(keras):
+    from edgeclf.export.qat import build_qat_model
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255.0)(inp))
+    x = keras.layers.LayerNormalization(name="odd_norm")(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(UsageError, match="QAT cannot handle layer 'odd_norm' \\(LayerNormalization\\)"):
+        build_qat_model(keras.Model(inp, out))
+
+
+def test_qat_on_a_nested_mobilenetv2(keras, tmp_path):
+    """A transfer model (MobileNetV2 nested inside, Rescaling in front) quantizes and converts."""
+    from edgeclf.export.qat import build_qat_model
+    from edgeclf.export.tflite import convert_tflite, tflite_input_quantization
+    from edgeclf.runtime import load_classifier
+
+    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None, alpha=0.35)
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3)(keras.layers.Dropout(0.2)(x))
+    model = keras.Model(inp, out)
+    qmodel, annotated, left = build_qat_model(model)
+    assert len(annotated) > 100, annotated
+    assert any(name.startswith("rescaling") for name in left) and any(name.startswith("dropout") for name in left)
+    images = np.random.default_rng(0).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    data = convert_tflite(qmodel, "qat", calibration=images)
+    assert tflite_input_quantization(data) == ("uint8", 1.0, 0)
+    from edgeclf.export.metadata import embed_tflite_metadata
+    from edgeclf.runtime.metadata import ModelMetadata
+
+    (tmp_path / "m.tflite").write_bytes(embed_tflite_metadata(data, ModelMetadata(LABELS, (SIZE, SIZE))))
+    probs = load_classifier(tmp_path / "m.tflite").predict_proba(images)
+    assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-3)
+
+
+def test_qat_checkpoint_reloads_from_h5(keras, run_dir, tmp_path):
+    from edgeclf.export.qat import build_qat_model, load_qat_checkpoint, save_qat_checkpoint
+
+    qmodel, _, _ = build_qat_model(keras.models.load_model(run_dir / "model.keras"))
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    save_qat_checkpoint(qmodel, tmp_path / "qat.h5")
+    reloaded = load_qat_checkpoint(tmp_path / "qat.h5")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), qmodel.predict(images, verbose=0), atol=1e-5)
+
+
+def _start_export(args, env):
+    return subprocess.Popen([str(Path(sys.executable).parent / "edgeclf"), *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+
+
+def _wait_for(proc, needle, timeout=120):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if needle in line:
+            return
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}; stderr: {''.join(seen)[-2000:]}")
+
+
+def test_interrupted_export_leaves_no_half_written_model(run_dir, exported, tmp_path):
+    """Kill an export part-way. Ctrl-C on a new DIR: no DIR and no temp folder. A hard kill
+    while replacing an old DIR (--overwrite): the old DIR is intact, only hidden temp left."""
+    out, _ = exported
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    for target, sig, extra in ((tmp_path / "new", signal.SIGINT, []), (old, signal.SIGKILL, ["--overwrite"])):
+        proc = _start_export(["export", str(run_dir), "--out", str(target), "--format", "tflite",
+                              "--precision", "float32", "--precision", "int8", "--precision", "int16x8", *extra],
+                             dict(os.environ))
+        _wait_for(proc, "[2/3] model_int8.tflite: converting")
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), target
+        if sig == signal.SIGINT:
+            assert not target.exists()
+            assert [p.name for p in tmp_path.iterdir()] == ["old"], "Ctrl-C left a temporary folder"
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "old"]
+    assert all(name.startswith(".") for name in leftovers), leftovers

@@ -1,0 +1,82 @@
+"""Export options, calibration sampling and golden files: fast, no TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeclf.errors import UsageError
+from edgeclf.export.calibration import stratified_sample
+from edgeclf.export.exporter import _collapsed, plan_jobs
+from edgeclf.export.golden import GOLDEN_ATOL, write_golden
+from edgeclf.runtime.metadata import Precision
+
+
+def test_default_plan_is_every_supported_pair():
+    jobs, left = plan_jobs()
+    names = [f"{p.value}.{f}" for f, p in jobs]
+    assert names == ["float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite", "int16x8.tflite",
+                     "qat.tflite", "float32.onnx", "dynamic.onnx", "int8.onnx", "qat.onnx"]
+    assert left == []
+
+
+def test_precision_goes_to_the_formats_that_support_it():
+    jobs, _ = plan_jobs(precisions=["float16"])
+    assert jobs == [("tflite", Precision.FLOAT16)]
+
+
+@pytest.mark.parametrize("fmt,prec", [("onnx", "float16"), ("onnx", "int16x8")])
+def test_unsupported_combination_lists_the_supported_ones(fmt, prec):
+    with pytest.raises(UsageError) as e:
+        plan_jobs([fmt], [prec])
+    assert f"onnx does not support precision {prec}" in str(e.value)
+    assert "float32, int8, dynamic, qat" in str(e.value)
+
+
+@pytest.mark.parametrize("kw,needle", [({"formats": ["coreml"]}, "unknown format 'coreml'"),
+                                       ({"precisions": ["int4"]}, "unknown precision 'int4'")])
+def test_unknown_names_are_refused(kw, needle):
+    with pytest.raises(UsageError, match=needle):
+        plan_jobs(**kw)
+
+
+def test_without_data_the_defaults_say_what_is_left_out():
+    jobs, left = plan_jobs(has_calibration=False, has_training=False)
+    assert {p for _, p in jobs} == {Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC}
+    assert ("tflite", "int8", "int8 needs calibration images (--calibration DATA or --data DATA)") in left
+    assert any(p == "qat" and "training images" in why for _, p, why in left)
+
+
+def test_asking_for_int8_without_data_is_an_error():
+    with pytest.raises(UsageError, match="calibration images"):
+        plan_jobs(["tflite"], ["int8"], has_calibration=False)
+
+
+def test_stratified_sample_is_seeded_and_balanced():
+    samples = [(f"a{i}", 0) for i in range(50)] + [(f"b{i}", 1) for i in range(5)] + [(f"c{i}", 2) for i in range(50)]
+    one = stratified_sample(samples, 12, seed=1)
+    assert one == stratified_sample(samples, 12, seed=1)
+    assert one != stratified_sample(samples, 12, seed=2)
+    counts = np.bincount([i for _, i in one], minlength=3)
+    assert counts.tolist() == [4, 4, 4]
+    # more than there are: every image, once
+    everything = stratified_sample(samples, 1000, seed=1)
+    assert sorted(everything) == sorted(samples)
+
+
+def test_collapse_detection():
+    ref = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    assert "predicts '1' for all 12" in _collapsed(np.ones(12, int), ref, 3)
+    assert "agrees with the Keras model on only" in _collapsed(np.roll(ref, 1), ref, 3)
+    assert _collapsed(ref.copy(), ref, 3) is None
+
+
+def test_golden_file_layout(tmp_path):
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    probs = np.full((2, 3), 1 / 3, np.float32)
+    write_golden(tmp_path / "golden.npz", images, {"model_int8.tflite": (probs, GOLDEN_ATOL[Precision.INT8])})
+    g = np.load(tmp_path / "golden.npz")
+    assert g["images"].dtype == np.uint8 and g["images"].shape == (2, 4, 4, 3)
+    assert g["probs::model_int8.tflite"].dtype == np.float32
+    assert float(g["atol::model_int8.tflite"]) == 5e-2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp file left behind"
