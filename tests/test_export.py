@@ -386,3 +386,21 @@ def test_interrupted_export_leaves_no_half_written_model(run_dir, exported, tmp_
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "old"]
     assert all(name.startswith(".") for name in leftovers), leftovers
+
+
+def test_calibration_folder_for_a_model_without_data(run_dir, tmp_path):
+    from PIL import Image
+
+    from edgeclf.export.exporter import export_model
+
+    loose = tmp_path / "cal"
+    loose.mkdir()
+    split = json.loads((run_dir / "split.json").read_text())
+    for i, (p, _) in enumerate(split["train"][:10]):
+        Image.open(p).save(loose / f"{i}.png")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS))
+    report = export_model(run_dir / "model.keras", tmp_path / "o", formats=["tflite"], precisions=["int8"],
+                          labels=tmp_path / "labels.txt", calibration=loose, calibration_size=50)
+    assert report.calibration["size"] == 10 and report.calibration["source"] == str(loose.resolve())
+    assert report.validation["source"].startswith("calibration images") and not report.validation["labelled"]
+    assert report.files[0].accuracy is None and report.keras_accuracy is None

@@ -256,7 +256,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     if seed is None:
         seed = _run_seed(src.path)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
-    jobs, left = plan_jobs(formats, precisions, has_calibration=bool(src.train), has_training=has_train_labels)
+    cal_pool = src.calibration or src.train
+    jobs, left = plan_jobs(formats, precisions, has_calibration=bool(cal_pool), has_training=has_train_labels)
     if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in jobs):
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
     for fmt, p, why in left:
@@ -268,10 +269,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     val_source = src.data_source or "none"
     cal = None
     if any(p in NEEDS_CALIBRATION or (f == "onnx" and p is Precision.INT8) for f, p in jobs):
-        cal = calibration_set(src.train, size, n=calibration_size, seed=seed, resize_method=src.resize_method)
+        cal = calibration_set(cal_pool, size, n=calibration_size, seed=seed, resize_method=src.resize_method)
         if len(cal) == 0:
             raise UsageError("none of the calibration images could be read; see the skipped files above")
-        info(f"Calibration: {len(cal)} images, class-stratified (seed {seed}) from the training images")
+        where = f"--calibration {calibration}" if src.calibration else "the training images"
+        info(f"Calibration: {len(cal)} images, class-stratified (seed {seed}) from {where}")
     if len(val) == 0:
         if cal is not None and len(cal):
             check = ImageSet(cal.images, np.full(len(cal), -1), cal.paths)
@@ -354,7 +356,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             report = ExportReport(
                 out=str(out.resolve()), source=str(src.path.resolve()), source_sha256=src.sha256,
                 model_name=src.name, labels=src.labels, image_size=size, output_kind=src.output_kind.value,
-                calibration=({"source": "training images: " + (src.data_source or "given"), "size": len(cal),
+                calibration=({"source": (str(Path(calibration).resolve()) if src.calibration
+                                         else "training images: " + (src.data_source or "given")), "size": len(cal),
                               "requested": calibration_size, "seed": seed, "stratified": True,
                               "skipped": [list(s) for s in cal.skipped]} if cal is not None else {}),
                 validation={"source": val_source, "size": len(check), "labelled": labelled,

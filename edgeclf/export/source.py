@@ -38,8 +38,9 @@ class ModelSource:
     sha256: str
     name: str
     resize_method: str = "bilinear"
-    train: tuple = ()  # ((path, index), ...) — calibration and QAT images
+    train: tuple = ()  # ((path, index), ...) — QAT images, and calibration unless given apart
     val: tuple = ()  # held-out images for parity and accuracy
+    calibration: tuple = ()  # images from --calibration; empty: sample the training images
     data_source: str = ""  # where train/val came from, for export.json
     skipped: tuple = field(default=())
 
@@ -245,6 +246,7 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         kind = infer_output_kind(model)
         name = model.name
         sha = _sha256_of(path)
+    cal_samples: list = []
     input_size = model_input_size(model)
     _check_labels_fit(model, labels, kind, str(path))
     if data is not None:
@@ -256,10 +258,10 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
     if calibration is not None:
         cal = scan_class_folders(Path(calibration), labels)
         val_paths = {p for p, _ in val}
-        train = [s for s in cal if s[0] not in val_paths]
-        if not train:
+        cal_samples = [s for s in cal if s[0] not in val_paths]
+        if not cal_samples:
             raise DataError(f"{calibration}: every image there is a validation image; calibrate on training images")
         data_source = (data_source + "; " if data_source else "") + f"calibration from {Path(calibration).resolve()}"
     return ModelSource(path=path, model=model, labels=tuple(labels), input_size=input_size, output_kind=kind,
                        sha256=sha, name=name, resize_method=resize, train=tuple(train), val=tuple(val),
-                       data_source=data_source)
+                       data_source=data_source, calibration=tuple(cal_samples))
