@@ -54,9 +54,10 @@ class Prediction:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits (the row maximum is subtracted first)."""
-    z = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    z = np.subtract(logits, np.max(logits, axis=-1, keepdims=True), dtype=np.float32)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 def _threads_arg(threads) -> int:
