@@ -168,3 +168,17 @@ def test_classifier_attributes(clf):
     assert clf.path == FIXTURES / "colour_int8.tflite"
     assert (clf.format, clf.precision, clf.threads) == ("tflite", "int8", 1)
     assert "colour_int8.tflite" in repr(clf)
+
+
+def test_output_kind_of_a_file_without_metadata_is_read_off_the_graph(monkeypatch):
+    from edgeclf.runtime.litert import LiteRTBackend
+
+    plain = load_classifier(FIXTURES / "colour_nometa.tflite", threads=1, labels=["r", "g", "b"])
+    assert plain._backend.output_op == "FULLY_CONNECTED"
+    assert plain.metadata.output_kind is OutputKind.LOGITS
+    monkeypatch.setattr(LiteRTBackend, "_producer", lambda self, index: "SOFTMAX")
+    softmaxed = load_classifier(FIXTURES / "colour_nometa.tflite", threads=1, labels=["r", "g", "b"])
+    assert softmaxed.metadata.output_kind is OutputKind.PROBABILITIES
+    x = load_image(RED, 32)[None]
+    np.testing.assert_allclose(softmaxed.predict_proba(x), softmaxed._backend.predict(x), atol=0,
+                               err_msg="probabilities were transformed")

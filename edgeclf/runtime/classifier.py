@@ -220,6 +220,9 @@ def load_classifier(path: Union[str, os.PathLike], *, threads: Optional[int] = N
         threads: engine threads (default: this machine's physical cores).
         labels: class names (a sequence, or a labels file: one per line or a JSON list).
             Needed for a file without edgeclf metadata; otherwise they replace the file's.
+            Such a file's input size comes from its input shape, and its output is taken as
+            logits (probabilities if a TFLite graph ends in SOFTMAX; a sigmoid for one output
+            and two labels).
 
     Returns:
         A ``Classifier``.
@@ -247,7 +250,14 @@ def load_classifier(path: Union[str, os.PathLike], *, threads: Optional[int] = N
         if h is None or w is None:
             raise ModelFileError(f"{backend.path}: no metadata and the input size is not fixed in the model; "
                                  "export it with edgeclf export, which records the size")
-        kind = OutputKind.SIGMOID if backend.num_outputs == 1 and len(given) == 2 else OutputKind.LOGITS
+        # Without metadata the output kind is read off the graph where it can be: a TFLite
+        # file ending in SOFTMAX gives probabilities; otherwise scores are taken as logits.
+        if backend.num_outputs == 1 and len(given) == 2:
+            kind = OutputKind.SIGMOID
+        elif getattr(backend, "output_op", None) == "SOFTMAX":
+            kind = OutputKind.PROBABILITIES
+        else:
+            kind = OutputKind.LOGITS
         meta = metadata_for_labels(given, (h, w), output_kind=kind)
         source = "labels given" if not isinstance(labels, (str, os.PathLike)) else f"labels file {labels}"
     elif given is not None:

@@ -65,9 +65,20 @@ class LiteRTBackend:
             raise ModelFileError(f"{self.path}: {exc}") from None
         self._in_index = inp["index"]
         self._out_index = out["index"]
+        self.output_op = self._producer(out["index"])
         self._hw = shape[1:3]
         self._batch = shape[0]
         self._resizable = True
+
+    def _producer(self, tensor_index: int):
+        """Name of the op writing the output ('SOFTMAX', 'FULLY_CONNECTED', ...), or None."""
+        try:
+            for op in self._interp._get_ops_details():
+                if tensor_index in list(op["outputs"]):
+                    return op["op_name"]
+        except (AttributeError, KeyError, RuntimeError, ValueError):  # private API: best effort
+            pass
+        return None
 
     def _resize(self, n: int) -> bool:
         """Make the interpreter take a batch of ``n``; False when the graph refuses."""
