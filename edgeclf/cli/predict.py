@@ -120,7 +120,7 @@ def verify_cmd(ctx, model, golden, threads, as_json):
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         verdict = "OK" if report.passed else "FAILED"
-        click.echo(f"{verdict}: {clf.path.name} ({clf.format}, {clf.precision}, {clf.threads} thread{"" if clf.threads == 1 else "s"}) on "
+        click.echo(f"{verdict}: {clf.path.name} ({clf.format}, {clf.precision}, {clf.threads} thread{'' if clf.threads == 1 else 's'}) on "
                    f"{report.images} golden images: max |difference| {report.max_abs_diff:.6f}, "
                    f"tolerance {report.atol:g}, top-1 agreement {100 * report.top1_agreement:.1f}%")
         if not report.passed:
