@@ -52,10 +52,17 @@ def _colour(rng) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(0, 256, 3))
 
 
-def _far_colour(rng, avoid, min_dist=110.0):
-    for _ in range(20):
+def _luma(c) -> float:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+
+def _far_colour(rng, avoid, min_dist=110.0, min_luma=55.0):
+    """A random colour that stands out from ``avoid`` in colour and in brightness; lighter or
+    darker at random, so brightness says nothing about the class."""
+    for _ in range(40):
         c = _colour(rng)
-        if np.linalg.norm(np.subtract(c, avoid, dtype=float)) >= min_dist:
+        if (np.linalg.norm(np.subtract(c, avoid, dtype=float)) >= min_dist
+                and abs(_luma(c) - _luma(avoid)) >= min_luma):
             return c
     return tuple(255 - int(v) for v in avoid)
 
@@ -145,8 +152,8 @@ def _shape_mask(kind: str, s: int, cx, cy, r, rot, rng) -> Image.Image:
 def _fill(rng, s, colour) -> Image.Image:
     """Solid, or a second-colour texture (dots or hatching), so texture is not a class cue."""
     base = Image.new("RGB", (s, s), colour)
-    style = rng.integers(0, 3)
-    if style == 0:
+    style = rng.integers(0, 5)
+    if style >= 2:
         return base
     d = ImageDraw.Draw(base)
     c2 = tuple(int(np.clip(v + rng.integers(-60, 61), 0, 255)) for v in colour)
@@ -170,12 +177,12 @@ def render(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(int(rng.integers(1, 3))):
         p = rng.uniform(0, s, 4)
         d.line([(p[0], p[1]), (p[2], p[3])], fill=_colour(rng), width=_SS)
-    for _ in range(int(rng.integers(0, 2))):
+    if rng.random() < 0.3:
         cx, cy = rng.uniform(0, s, 2)
-        rr = rng.uniform(0.02, 0.05) * s
+        rr = rng.uniform(0.02, 0.04) * s
         d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=_colour(rng))
     # the object: size, place and rotation vary; it may touch the border
-    r = rng.uniform(0.22, 0.36) * s
+    r = rng.uniform(0.26, 0.38) * s
     cx, cy = rng.uniform(0.3 * s, 0.7 * s, 2)
     rot = rng.uniform(0, 2 * math.pi)
     mask = _shape_mask(kind, s, cx, cy, r, rot, rng)

@@ -46,7 +46,7 @@ def plot_curves(history: dict, path) -> Path:
         ax.legend(loc="lower right" if key == "accuracy" else "upper right")
     if "accuracy" in history:
         axes[0].set_ylim(0, 1.02)
-    marks = history.get("_fine_tune_start")
+    marks = history.get("fine_tune_start")
     if marks:
         for ax in axes:
             ax.axvline(marks + 0.5, color="grey", ls="--", lw=1)

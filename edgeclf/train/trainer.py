@@ -429,7 +429,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
             hist2 = train_net.fit(train_ds, validation_data=val_ds, epochs=epochs_run + cfg.epochs,
                                   initial_epoch=epochs_run, verbose=0,
                                   callbacks=callbacks(cfg.epochs, epochs_run, "fine-tune "))
-            history["_fine_tune_start"] = epochs_run
+            history["fine_tune_start"] = epochs_run
             for k, vals in hist2.history.items():
                 history.setdefault(k, []).extend(float(v) for v in vals)
             epochs_run = len(history["loss"])
@@ -473,11 +473,12 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     metrics["seconds"] = round(seconds, 2)
 
     config = {
+        **cfg.to_dict(),
         "model": cfg.model, "image_size": list(size), "num_classes": num_classes,
         "output_kind": built.output_kind, "resize_method": cfg.resize_method.value, "seed": cfg.seed,
         "data": str(folder.root), "labels": list(class_names), "params": int(infer.count_params()),
         "mixed_precision_used": bool(mixed), "device": device, "edgeclf_version": __version__,
-        "tensorflow_version": tf.__version__, "options": cfg.to_dict(),
+        "tensorflow_version": tf.__version__,
     }
 
     from . import plots
@@ -494,11 +495,19 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         plots.plot_curves(history, tmp / "curves.png")
         plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), list(class_names), tmp / "confusion.png")
         pred = va_probs.argmax(axis=1)
-        wrong = np.flatnonzero(pred != va_y)
-        wrong_rows = va_rows[wrong[:16]]
+        wrong_all = np.flatnonzero(pred != va_y)
+        # round-robin over true classes, so the grid is not all one class
+        by_class = [list(wrong_all[va_y[wrong_all] == c]) for c in range(num_classes)]
+        wrong = []
+        while len(wrong) < min(16, len(wrong_all)):
+            for group in by_class:
+                if group and len(wrong) < 16:
+                    wrong.append(group.pop(0))
+        wrong = np.asarray(wrong, dtype=np.int64)
+        wrong_rows = va_rows[wrong]
         plots.plot_mistakes([np.asarray(vsource.pixels[r]) for r in wrong_rows], va_y[wrong], pred[wrong],
                             va_probs[wrong, pred[wrong]] if len(wrong) else [], list(class_names),
-                            tmp / "mistakes.png", total=len(wrong))
+                            tmp / "mistakes.png", total=len(wrong_all))
         # config.json's paths name the final place, not the temp folder
     say(f"val accuracy {metrics['val_accuracy']:.4f} (majority-class baseline "
         f"{metrics['majority_baseline']['accuracy']:.4f}); wrote {out} in {seconds:.0f}s")
