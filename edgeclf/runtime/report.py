@@ -167,13 +167,15 @@ def draw_flips(cmp, path, *, tile: int = 112, max_tiles: int = MAX_FLIP_TILES) -
     cell_w, cell_h = tile + 190, tile + 8 + line_h * lines_max
     cols = max(1, min(5, len(indices)))
     rows = (len(indices) + cols - 1) // cols
-    header = 30
-    canvas = Image.new("RGB", (cols * cell_w + 8, header + rows * cell_h + 8), "white")
+    header = 40
+    canvas = Image.new("RGB", (max(cols * cell_w + 8, 640), header + rows * cell_h + 8), "white")
     draw = ImageDraw.Draw(canvas)
     more = len(by_index) - len(indices)
     draw.text((8, 8), f"{len(by_index)} image(s) whose top-1 changed against the reference "
                       f"({cmp.reference.name})" + (f"; first {len(indices)} shown" if more else ""),
               fill="black", font=font)
+    draw.text((8, 8 + 14), "frame: red = a file broke a right answer, green = a file fixed a wrong one, "
+                           "grey = both wrong", fill=(90, 90, 90), font=small)
     for k, i in enumerate(indices):
         r, c = divmod(k, cols)
         x0, y0 = 8 + c * cell_w, header + r * cell_h
