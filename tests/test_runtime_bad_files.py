@@ -27,6 +27,8 @@ CASES = {
     "looks_like_onnx.onnx": (b"\x08\x07" + bytes(range(256)) * 8, ["ONNX Runtime cannot load"]),
     "picture.tflite": ((FIXTURES / "images" / "red.png").read_bytes(), ["not a TFLite model"]),
     "text.onnx": (b"hello\n" * 100, ["ONNX Runtime cannot load"]),
+    # A name that is not UTF-8: ORT's loader fails in Python and prints a banner on stdout.
+    "bad_utf8_name.onnx": (ONNX.replace(b"image", b"\xe3\x28age", 1), ["ONNX Runtime cannot load"]),
     "onnx_renamed.tflite": (ONNX, ["this is an ONNX model named .tflite", "rename it to onnx_renamed.onnx"]),
     "tflite_renamed.onnx": (TFLITE, ["this is a TFLite model named .onnx", "rename it to tflite_renamed.tflite"]),
     "model.pb": (TFLITE, ["unknown model file type '.pb'", ".onnx, .tflite"]),
@@ -91,3 +93,39 @@ def test_metadata_for_another_input_size_is_refused(tmp_path):
     path.write_bytes(embed_tflite_metadata((FIXTURES / "colour_nometa.tflite").read_bytes(), meta))
     with pytest.raises(ModelFileError, match="metadata says input 64x64 but the model takes 32x32"):
         load_classifier(path, threads=1)
+
+
+@pytest.mark.parametrize("name", ["colour_int8.tflite", "colour_int16x8.tflite", "colour_float32.onnx",
+                                  "colour_int8.onnx"])
+def test_mutated_model_files_load_or_give_a_model_file_error(name, tmp_path, capfd):
+    """Bit flips, truncations and zeroed runs (seeded): each file either still loads and runs, or
+    gives a ModelFileError; no engine exception, no crash, nothing on the terminal."""
+    import numpy as np
+
+    rng = random.Random(name)
+    original = (FIXTURES / name).read_bytes()
+    outcomes = {"loaded": 0, "refused": 0}
+    for i in range(40):
+        data = bytearray(original)
+        kind = i % 3
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                j = rng.randrange(len(data))
+                data[j] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            data = data[: rng.randrange(len(data))]
+        else:
+            j = rng.randrange(len(data))
+            n = min(rng.randint(1, 64), len(data) - j)
+            data[j:j + n] = bytes(n)
+        path = tmp_path / name
+        path.write_bytes(bytes(data))
+        try:
+            clf = load_classifier(path, threads=1)
+            clf.predict_proba(np.zeros((2, *clf.input_size, 3), np.uint8))
+            outcomes["loaded"] += 1
+        except ModelFileError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0, outcomes
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", f"engine output reached the terminal: {out[:300]!r} {err[:300]!r}"

@@ -69,6 +69,14 @@ class LiteRTBackend:
         self._hw = shape[1:3]
         self._batch = shape[0]
         self._resizable = True
+        # A damaged file can pass the flatbuffer check and fail only when run ("Input tensor
+        # lacks data"); one run on zeros here keeps that a load error, not a predict error.
+        try:
+            with native_stderr_silenced():
+                self._run(np.zeros(shape, self.input_dtype))
+        except (RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"{self.path}: LiteRT loads this TFLite file but cannot run it "
+                                 f"({first_line(exc)}); the file is damaged; copy or export it again") from None
 
     def _producer(self, tensor_index: int):
         """Name of the op writing the output ('SOFTMAX', 'FULLY_CONNECTED', ...), or None."""

@@ -10,6 +10,8 @@ the same way as in LiteRT if a file declared them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,9 @@ class OnnxRuntimeBackend:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # errors only; ORT's warnings would reach the user's terminal
         try:
-            with native_stderr_silenced():
+            # On a failed load ORT's Python layer prints an "EP Error ... retrying" banner on
+            # stdout, where it would corrupt `predict --json`; the error itself still comes here.
+            with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()):
                 self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
             custom = dict(self._session.get_modelmeta().custom_metadata_map or {})
         except _engine_errors(ort) as exc:
@@ -89,6 +93,14 @@ class OnnxRuntimeBackend:
         self._in_name = inp.name
         self._out_names = [out.name]
         self._one_by_one = self.input_shape[0] == 1 or b"DynamicQuantizeLinear" in data
+        # One run on zeros: a file that loads but cannot run fails here, as a load error.
+        if None not in self.input_shape[1:3]:
+            try:
+                with native_stderr_silenced():
+                    self._run(np.zeros((1, *self.input_shape[1:]), self.input_dtype))
+            except _engine_errors(ort) as exc:
+                raise ModelFileError(f"{self.path}: ONNX Runtime loads this file but cannot run it "
+                                     f"({first_line(exc)}); the file is damaged; copy or export it again") from None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(self._out_names, {self._in_name: x})[0]
