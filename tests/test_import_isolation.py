@@ -57,3 +57,14 @@ def test_predict_command_loads_no_tensorflow(tmp_path):
                    "except SystemExit:\n"
                    "    pass\n")
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+
+
+def test_predict_proba_on_ready_pixels_does_not_load_pillow():
+    # A camera loop hands uint8 frames straight to predict_proba: no image library needed.
+    mods = _loaded(
+        "from pathlib import Path\nimport numpy as np\n"
+        "from edgeclf.runtime import load_classifier\n"
+        f"F = Path({str(__file__)!r}).parent / 'fixtures'\n"
+        "load_classifier(F / 'colour_int8.tflite', threads=1).predict_proba(np.zeros((1, 32, 32, 3), np.uint8))\n")
+    assert "PIL" not in mods
+    assert not mods & set(HEAVY)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -19,7 +19,9 @@ from ..errors import ModelFileError, UsageError
 from .backend import load_backend
 from .cpu import physical_cores
 from .metadata import ModelMetadata, OutputKind, metadata_for_labels, read_labels_file
-from .preprocess import ImageSource, load_image
+
+if TYPE_CHECKING:
+    from .preprocess import ImageSource
 
 # Images preprocessed and run together in ``predict``; bounds memory for long lists.
 CHUNK = 32
@@ -144,8 +146,11 @@ class Classifier:
             return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
         return raw.astype(np.float32, copy=False)
 
-    def preprocess(self, image: ImageSource) -> np.ndarray:
+    def preprocess(self, image: "ImageSource") -> np.ndarray:
         """One image as this model takes it: uint8 ``(H, W, 3)`` at ``input_size``."""
+        # Imported here: callers that feed predict_proba ready pixels never load Pillow.
+        from .preprocess import load_image
+
         return load_image(image, self.input_size, resize_method=self.metadata.resize_method)
 
     def predict(self, images, *, top_k: Optional[int] = None) -> list[Prediction]:
