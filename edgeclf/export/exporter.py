@@ -406,7 +406,9 @@ def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict)
     from .onnx_export import convert_onnx, quantize_onnx
 
     if prec is Precision.QAT:
-        proto = convert_onnx(qat_model, output_kind=kind)
+        from .onnx_export import store_qat_weights_as_int8
+
+        proto = store_qat_weights_as_int8(convert_onnx(qat_model, output_kind=kind))
     else:
         if "onnx_float32" not in cache:  # tf2onnx once; the quantizers start from the float file
             cache["onnx_float32"] = convert_onnx(model, output_kind=kind).SerializeToString()

@@ -68,6 +68,74 @@ def convert_onnx(model, *, output_kind: OutputKind, opset: int = OPSET):
     return proto
 
 
+def store_qat_weights_as_int8(proto):
+    """Store a QAT model's weights as int8 initializers with a DequantizeLinear each.
+
+    tf2onnx folds tfmot's weight fake-quant into float32 constants that already lie on the
+    8-bit grid (symmetric, per output channel, -127..127), so the file is as large as the
+    float one. Each such weight is rewritten as int8 values plus per-channel scales, checked
+    to reproduce the float values; a weight that does not is left as it is.
+    """
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    new_nodes = []
+    for node in graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        wname = node.input[1]
+        if wname not in inits or "Quant" not in wname or len(consumers.get(wname, [])) != 1:
+            continue
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        if w.ndim < 2:
+            continue
+        axis = 0 if node.op_type == "Conv" else w.ndim - 1
+        grid = _int8_grid(w, axis)
+        if grid is None:
+            continue  # not on a symmetric 8-bit grid: keep the float weight
+        qw, scale, per_channel = grid
+        graph.initializer.remove(inits[wname])
+        graph.initializer.extend([
+            numpy_helper.from_array(qw, wname + "_int8"),
+            numpy_helper.from_array(scale, wname + "_scale"),
+            numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), wname + "_zero_point"),
+        ])
+        attrs = {"axis": axis} if per_channel else {}
+        new_nodes.append(helper.make_node("DequantizeLinear", [wname + "_int8", wname + "_scale", wname + "_zero_point"],
+                                          [wname], name=wname + "_dequantize", **attrs))
+    if new_nodes:
+        nodes = new_nodes + list(graph.node)  # weights first keeps the graph topologically sorted
+        del graph.node[:]
+        graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _int8_grid(w: np.ndarray, axis: int):
+    """(int8 values, scale, per_channel) when ``w`` is exactly symmetric 8-bit, per channel
+    along ``axis`` or per tensor; else None."""
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    tol = 1e-6 * max(1.0, float(np.abs(w).max()))
+    for per_channel in (True, False):
+        if per_channel:
+            scale = np.abs(moved).max(axis=1) / 127.0
+        else:
+            scale = np.full(1, np.abs(moved).max() / 127.0)
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        s = scale[:, None] if per_channel else scale[0]
+        q = np.round(moved / s)
+        if np.abs(q * s - moved).max() <= tol and np.abs(q).max() <= 127:
+            qw = np.moveaxis(q.reshape(np.moveaxis(w, axis, 0).shape), 0, axis).astype(np.int8)
+            return qw, (scale if per_channel else np.float32(scale[0])), per_channel
+    return None
+
+
 class _Reader:
     """ORT calibration reader over uint8 images, fed as float32 one at a time."""
 
