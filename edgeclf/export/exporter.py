@@ -248,7 +248,10 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         io_type = IOType.UINT8
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
-    _parse_formats(formats), _parse_precisions(precisions)  # fail on typos before loading anything
+    # Bad names and combinations fail before the (slow) model load.
+    wanted, _ = plan_jobs(formats, precisions)
+    if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):
+        raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
 
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration,
@@ -258,8 +261,6 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
     cal_pool = src.calibration or src.train
     jobs, left = plan_jobs(formats, precisions, has_calibration=bool(cal_pool), has_training=has_train_labels)
-    if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in jobs):
-        raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
     for fmt, p, why in left:
         info(f"Not exporting {fmt} {p}: {why}")
     size = src.input_size
