@@ -12,7 +12,8 @@ needs training), and times, on the same single image:
 It prints one table per model and writes JSON. Ratios are p50 against p50: above 1 is slower.
 Achieved GFLOP/s = 2 x multiply-accumulates of the conv/dense layers / p50; the peak is a
 rough estimate: threads x clock (GHz, /proc/cpuinfo) x FP32 FLOP per cycle per core
-(64 with AVX-512, 32 with AVX2+FMA, 16 with AVX, 8 otherwise; two FMA units assumed).
+(64 with AVX-512, 32 with AVX2+FMA or Zen 4's AVX-512, 16 with AVX, 8 otherwise; two FMA units
+assumed).
 
     /work/venv/bin/python benchmarks/precision_latency.py --threads 2 --seconds 2
 """
@@ -38,7 +39,7 @@ PTQ = {"tflite": ("float32", "float16", "dynamic", "int8", "int16x8"), "onnx": (
 
 def peak_gflops(threads: int) -> tuple[float, str]:
     """A rough FP32 peak for ``threads`` cores and how it was estimated."""
-    mhz, flags = None, set()
+    mhz, flags, vendor, family = None, set(), "", None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -48,10 +49,17 @@ def peak_gflops(threads: int) -> tuple[float, str]:
                     mhz = float(v)
                 elif k == "flags" and not flags:
                     flags = set(v.split())
-    except OSError:
+                elif k == "vendor_id" and not vendor:
+                    vendor = v.strip()
+                elif k == "cpu family" and family is None:
+                    family = int(v)
+    except (OSError, ValueError):
         pass
     ghz = (mhz or 2000.0) / 1000.0
-    if "avx512f" in flags:
+    if "avx512f" in flags and vendor == "AuthenticAMD" and family == 25:
+        # Zen 4 runs 512-bit FMAs as two 256-bit halves: AVX2 throughput.
+        per, isa = 32, "AVX-512 on Zen 4, executed as 2x256-bit (2 FMA x 8 lanes x 2)"
+    elif "avx512f" in flags:
         per, isa = 64, "AVX-512 (2 FMA x 16 lanes x 2)"
     elif "avx2" in flags and "fma" in flags:
         per, isa = 32, "AVX2+FMA (2 FMA x 8 lanes x 2)"
@@ -102,7 +110,8 @@ def calibration_images(size: int, n_per_class: int) -> np.ndarray:
         return load_batch(files, size)
 
 
-def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, formats) -> list[dict]:
+def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, formats, *,
+                reuse: bool = False) -> list[dict]:
     from edgeclf._io import write_bytes
     from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
     from edgeclf.export.onnx_export import convert_onnx, quantize_onnx
@@ -114,6 +123,11 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
     for fmt in formats:
         for prec in PTQ[fmt]:
             meta = ModelMetadata(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision=prec)
+            target = out_dir / f"model_{prec}.{fmt}"
+            if reuse and target.exists():
+                files.append({"path": str(target), "format": fmt, "precision": prec,
+                              "size_bytes": target.stat().st_size, "convert_s": None})
+                continue
             t = time.monotonic()
             if fmt == "tflite":
                 data = embed_tflite_metadata(convert_tflite(model, Precision(prec), calibration=cal), meta)
@@ -134,8 +148,10 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
     return files
 
 
-def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: int, work: Path, formats) -> dict:
+def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: int, work: Path, formats,
+                reuse: bool = False) -> dict:
     from edgeclf._optional import import_tensorflow
+    from edgeclf.errors import EdgeclfError
     from edgeclf.runtime import load_classifier
     from edgeclf.runtime.latency import measure_latency
     from edgeclf.runtime.metadata import OutputKind
@@ -149,13 +165,19 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
     cal = calibration_images(size, 8)
     out_dir = work / f"{name}_{size}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = convert_all(model, OutputKind(built.output_kind), size, out_dir, cal, formats)
+    files = convert_all(model, OutputKind(built.output_kind), size, out_dir, cal, formats, reuse=reuse)
 
     x = cal[:1]
     xf = x.astype(np.float32)
     rows = []
+    failed = []
     for f in files:
-        clf = load_classifier(f["path"], threads=threads)
+        try:
+            clf = load_classifier(f["path"], threads=threads)
+        except EdgeclfError as exc:  # reported beside the table, not hidden as a row of zeros
+            failed.append({**f, "error": str(exc)})
+            print(f"  {Path(f['path']).name:<22} cannot run: {exc}", flush=True)
+            continue
         stats = measure_latency(lambda: clf.predict_proba(x), warmup=warmup, seconds=seconds, runs=500)
         rows.append({**f, "threads": clf.threads, "latency": stats.to_dict()})
         print(f"  {Path(f['path']).name:<22} p50 {stats.p50_ms:8.3f} ms ({stats.runs} runs)", flush=True)
@@ -185,7 +207,7 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
     ]
     del tf
     return {"model": name, "image_size": size, "macs": macs, "params": int(model.count_params()),
-            "rows": rows + keras_rows}
+            "rows": rows + keras_rows, "failed": failed}
 
 
 def table(result: dict, peak: float) -> str:
@@ -211,6 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--formats", default="tflite,onnx")
     ap.add_argument("--work", default=None, help="keep the converted files here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the files already in --work instead of converting again (same seed, same model)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "precision_latency.json"))
     args = ap.parse_args(argv)
 
@@ -233,7 +257,7 @@ def main(argv=None) -> int:
     for spec in args.models.split(","):
         name, size = spec.split(":")
         results.append(bench_model(name, int(size), threads=threads, seconds=args.seconds, warmup=args.warmup,
-                                   work=work, formats=args.formats.split(",")))
+                                   work=work, formats=args.formats.split(","), reuse=args.reuse))
     out = {"system": info.to_dict(), "tensorflow": tf.__version__, "threads": threads, "peak_gflops": peak,
            "peak_estimate": how, "seconds_per_measurement": args.seconds, "warmup": args.warmup,
            "wall_s": time.monotonic() - t0, "results": results}
@@ -242,6 +266,8 @@ def main(argv=None) -> int:
         print(f"## {r['model']} {r['image_size']}x{r['image_size']}: {r['params']:,} parameters, "
               f"{2 * r['macs'] / 1e9:.3f} GFLOP per image (conv + dense)")
         print(table(r, peak))
+        for f in r["failed"]:
+            print(f"not measured: {f['format']} {f['precision']}: {f['error']}")
         print()
     print(f"machine: {info.summary()}, TensorFlow {tf.__version__}")
     print(f"threads: {threads} (engines and TensorFlow); batch 1; {args.warmup} warm-up runs, then "
