@@ -285,3 +285,41 @@ def test_compare_accuracy_equals_predict_accuracy(tmp_path):
     predict_acc = np.mean([Path(p["source"]).parent.name == p["label"] for p in preds])
     assert predict_acc == pytest.approx(12 / 15)
     assert compare_acc["colour_int8.tflite"] == pytest.approx(predict_acc)
+
+
+def test_each_image_decoded_once_per_input_size(fake_runtime, tmp_path, monkeypatch):
+    import edgeclf.runtime.preprocess as preprocess
+
+    data = _make_folder(tmp_path / "data")
+    sizes = {"model_float32.tflite": (16, 16), "model_int8.tflite": (16, 16), "model_float32.onnx": (12, 12)}
+    original_init = FakeClassifier.__init__
+
+    def init(self, path, threads):
+        original_init(self, path, threads)
+        self.input_size = sizes[Path(path).name]
+
+    monkeypatch.setattr(FakeClassifier, "__init__", init)
+    calls = []
+    real = preprocess.load_image
+    monkeypatch.setattr(preprocess, "load_image", lambda src, size, **kw: calls.append(tuple(size)) or
+                        real(src, size, **kw))
+    res = _compare([fake_runtime, "--data", data])
+    assert res.exit_code == 0, res.output
+    assert sorted(set(calls)) == [(12, 12), (16, 16)]
+    assert calls.count((16, 16)) == 12 and calls.count((12, 12)) == 12, "12 images, once per size"
+
+
+def test_labels_option_for_files_without_metadata(tmp_path):
+    nometa = FIXTURES / "colour_nometa.tflite"
+    ref = FIXTURES / "colour_float32.tflite"
+    if not (nometa.exists() and ref.exists()):
+        pytest.skip("runtime fixtures not committed yet")
+    data = _make_folder(tmp_path / "data")
+    res = CliRunner().invoke(main, ["compare", str(nometa), "--data", str(data), "--reference", str(ref)])
+    assert res.exit_code == 1 and "--labels" in res.output, res.output
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    out = tmp_path / "c.json"
+    res = _compare([nometa, "--data", data, "--reference", ref, "--labels", labels, "--json", out])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["models"][0]["agreement"] == 1.0

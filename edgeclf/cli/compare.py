@@ -223,11 +223,14 @@ def _describe_gates(max_drop, min_agree) -> str:
               help="Write the results as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write a Markdown report with plots and the flipped images.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Labels (one class per line) for model files without edgeclf metadata (they replace embedded ones).")
 @click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",
               help="Fail a model whose accuracy is more than PTS percentage points below the reference's.")
 @click.option("--min-agreement", type=float, default=None, metavar="FRAC",
               help="Fail a model whose top-1 agreement with the reference is below FRAC (e.g. 0.99).")
-def compare_cmd(models, data, reference, threads, json_out, report_dir, max_accuracy_drop, min_agreement):
+def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_file, max_accuracy_drop,
+                min_agreement):
     """Measure every MODEL (files or export directories) against a reference on the same images.
 
     Prints one row per file: size, accuracy, accuracy delta vs the reference (percentage
@@ -241,13 +244,13 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, max_accu
     """
     cmp = run_compare(models, data=data, reference=reference, threads=threads,
                       max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
-                      json_out=json_out, report_dir=report_dir)
+                      json_out=json_out, report_dir=report_dir, labels_file=labels_file)
     if not cmp.passed:
         raise SystemExit(1)
 
 
 def run_compare(models, *, data, reference=None, threads=None, max_accuracy_drop=None, min_agreement=None,
-                json_out=None, report_dir=None):
+                json_out=None, report_dir=None, labels_file=None):
     """What ``edgeclf compare`` does; returns the Comparison (also used by ``edgeclf run``)."""
     from .._io import write_json
     from .._term import info
@@ -257,6 +260,11 @@ def run_compare(models, *, data, reference=None, threads=None, max_accuracy_drop
     _positive_threads([threads])
     validate_thresholds(max_accuracy_drop, min_agreement)
     paths = expand_models(models)
+    model_labels = None
+    if labels_file is not None:
+        from ..runtime.metadata import read_labels_file
+
+        model_labels = read_labels_file(labels_file)
     ev = load_eval_data(data)
     for path, reason in ev.ignored:
         info(f"skipped {path}: {reason}")
@@ -272,7 +280,8 @@ def run_compare(models, *, data, reference=None, threads=None, max_accuracy_drop
     elif reference is not None and not Path(reference).exists():
         raise UsageError(f"reference model {reference} does not exist; give a model file or 'keras'")
     cmp = compare_models(paths, images, ev.labels, reference=ref, threads=threads,
-                         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, data=str(ev.root))
+                         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, data=str(ev.root),
+                         model_labels=model_labels)
     for path, reason in cmp.skipped:
         info(f"skipped {path}: {reason}")
     if not cmp.sources:

@@ -455,10 +455,11 @@ class ModelOutput:
 
 def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional[int] = None,
              latency_runs: Optional[int] = 50, latency_seconds: Optional[float] = 1.0,
-             warmup: int = 3) -> ModelOutput:
+             warmup: int = 3, model_labels: Optional[Sequence[str]] = None) -> ModelOutput:
     """Load one model file through the runtime, predict every image, time batch-1 inference.
 
-    ``latency_runs=0`` skips the latency measurement.
+    ``latency_runs=0`` skips the latency measurement; ``model_labels`` supplies labels for a
+    file without edgeclf metadata.
     """
     import os
     import time
@@ -468,7 +469,8 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
 
     name = os.path.basename(str(path))
     t0 = time.perf_counter_ns()
-    clf = load_classifier(path, threads=threads)
+    clf = load_classifier(path, threads=threads) if model_labels is None else \
+        load_classifier(path, threads=threads, labels=model_labels)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     meta = getattr(clf, "metadata", None)
     method = getattr(meta, "resize_method", "bilinear") or "bilinear"
@@ -501,7 +503,8 @@ def _result(out: ModelOutput, ref: ModelOutput, images: ImageSet, labels, *, is_
 def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, reference=None,
                    threads: Optional[int] = None, max_accuracy_drop: Optional[float] = None,
                    min_agreement: Optional[float] = None, latency_runs: Optional[int] = 50,
-                   latency_seconds: Optional[float] = 1.0, data: str = "") -> Comparison:
+                   latency_seconds: Optional[float] = 1.0, data: str = "",
+                   model_labels: Optional[Sequence[str]] = None) -> Comparison:
     """Measure every model file in ``paths`` against a reference on the same images.
 
     Args:
@@ -514,6 +517,7 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
         threads: engine threads for every model (None: the engine's default).
         max_accuracy_drop, min_agreement: the gates (see ``check_parity``).
         latency_runs, latency_seconds: bounds of the batch-1 latency measurement per file.
+        model_labels: labels for every file (for files without edgeclf metadata).
 
     Returns:
         A frozen ``Comparison``; ``passed`` is False when any model failed a gate.
@@ -525,7 +529,8 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
     validate_thresholds(max_accuracy_drop, min_agreement)
     if not paths:
         raise UsageError("give at least one model file to compare")
-    opts = dict(threads=threads, latency_runs=latency_runs, latency_seconds=latency_seconds)
+    opts = dict(threads=threads, latency_runs=latency_runs, latency_seconds=latency_seconds,
+                model_labels=model_labels)
     outputs: dict[str, ModelOutput] = {}
     ref_out: Optional[ModelOutput] = reference if isinstance(reference, ModelOutput) else None
     ref_path = None if reference is None or ref_out is not None else str(reference)
