@@ -142,3 +142,20 @@ def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
 
     with pytest.raises(UsageError, match=message):
         train_model(tmp_path / "missing", out=tmp_path / "run", **option)
+
+
+@pytest.mark.slow
+def test_weights_file_freezes_the_base_then_fine_tune_unfreezes_the_top(shapes, tmp_path):
+    from edgeclf._optional import import_keras
+    from edgeclf.train import train_model
+
+    keras = import_keras()
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    base.save_weights(tmp_path / "base.h5")
+    expected = base.get_layer("Conv1").get_weights()[0]
+    r = train_model(shapes, out=tmp_path / "run", model="mobilenet_v2", alpha=0.35, image_size=32,
+                    weights=str(tmp_path / "base.h5"), fine_tune=5, epochs=1, batch_size=8, verbose=False)
+    assert r.epochs_run == 2 and r.history["fine_tune_start"] == 1
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    # Conv1 sits far below the top 5 layers: loaded from the file and never trained
+    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], expected)

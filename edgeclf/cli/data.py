@@ -18,7 +18,7 @@ def data_group():
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--classes", default=5, show_default=True, type=int,
               help="Number of classes (2..10): circles, squares, triangles, stars, crosses, rings, ...")
-@click.option("--per-class", default=200, show_default=True, type=int, help="Images per class.")
+@click.option("--per-class", default=300, show_default=True, type=int, help="Images per class.")
 @click.option("--size", default=64, show_default=True, type=int, help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="The same seed gives the same files.")
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)

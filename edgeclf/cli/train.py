@@ -34,7 +34,7 @@ def _size(value):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--image-size", default=None,
               help="S or HxW. Default: the size all images share, else the model's tutorial size.")
-@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--epochs", default=20, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "sgd"]), default="adam", show_default=True)
 @click.option("--learning-rate", type=float, default=None,

@@ -1,4 +1,4 @@
-"""Decode every image once, in parallel processes, into a uint8 cache on disk.
+"""Decode every image once, in parallel, into a uint8 cache on disk.
 
 The cache for one dataset root, image size and resize method is a folder holding
 ``index.json`` and one ``pixels-<token>.npy`` array (N, H, W, 3). The index maps each file to
@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import sys
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -94,11 +94,17 @@ def _decode_chunk(args):
     return out
 
 
-def _pool_context():
-    # Forking a process that has TensorFlow's threads running can deadlock; spawn then.
-    if "tensorflow" in sys.modules or sys.platform != "linux":
-        return multiprocessing.get_context("spawn")
-    return multiprocessing.get_context("fork")
+def _pool(workers: int):
+    """Processes (fork) when that is safe; threads otherwise.
+
+    Forking a process that has TensorFlow's threads running can deadlock, and "spawn"
+    re-imports the caller's main module (breaking unguarded scripts and re-importing
+    TensorFlow in every worker). Pillow releases the GIL while it decodes and resizes, so
+    threads still decode in parallel when TensorFlow is already loaded.
+    """
+    if sys.platform == "linux" and "tensorflow" not in sys.modules:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=workers)
 
 
 def _decode_many(paths: list[str], size, method: str, workers: int | None,
@@ -113,7 +119,7 @@ def _decode_many(paths: list[str], size, method: str, workers: int | None,
             for c in chunks:
                 yield from _decode_chunk(c)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        with _pool(workers) as pool:
             for res in pool.map(_decode_chunk, chunks):
                 yield from res
 

@@ -29,7 +29,7 @@ CLASS_NAMES = ("circles", "squares", "triangles", "stars", "crosses",
                "rings", "hexagons", "stripes", "checkers", "arrows")
 
 DEFAULT_CLASSES = 5
-DEFAULT_PER_CLASS = 200
+DEFAULT_PER_CLASS = 300
 DEFAULT_SIZE = 64
 DEFAULT_SEED = 0
 _SS = 2  # supersampling factor: draw at 2x, downsample, for anti-aliased edges

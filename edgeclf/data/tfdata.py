@@ -13,7 +13,7 @@ from .._optional import import_tensorflow
 
 
 def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: bool = False, seed: int = 123,
-                 rows=None, binary: bool = False):
+                 rows=None, binary: bool = False, in_memory_bytes: int = 2 << 30):
     """A ``tf.data.Dataset`` of ``(float32 images (B,H,W,3) 0..255, labels)`` batches.
 
     Args:
@@ -24,6 +24,9 @@ def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: b
         seed: shuffle seed.
         rows: which rows of ``pixels`` to use, in label order (default: all).
         binary: labels as float32 (N, 1) for a one-unit sigmoid model, else int32 (N,).
+        in_memory_bytes: up to this size the selected images are copied into one tensor and
+            batches are gathered inside TensorFlow; above it, batches are read from ``pixels``
+            (a memory map) by index, one batch at a time.
     """
     tf = import_tensorflow()
     rows = np.arange(len(pixels), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -33,21 +36,32 @@ def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: b
     h, w = pixels.shape[1:3]
     ys = labels.astype(np.float32).reshape(-1, 1) if binary else labels.astype(np.int32)
 
-    def gather(positions):
-        positions = np.sort(positions)  # sorted reads are kinder to a memory map
-        return np.asarray(pixels[rows[positions]]), ys[positions]
-
     ds = tf.data.Dataset.range(len(rows))
     if shuffle:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    out_types = (tf.uint8, tf.float32 if binary else tf.int32)
 
-    def load(positions):
-        x, y = tf.numpy_function(gather, [positions], out_types)
-        x.set_shape([None, h, w, 3])
-        y.set_shape([None, 1] if binary else [None])
-        return tf.cast(x, tf.float32), y
+    if len(rows) * h * w * 3 <= in_memory_bytes:
+        # Fits in memory: one uint8 tensor (a one-time copy), batches gathered inside TensorFlow.
+        px = tf.constant(np.ascontiguousarray(pixels[rows]))
+        ys_t = tf.constant(ys)
+
+        def load(positions):
+            return tf.cast(tf.gather(px, positions), tf.float32), tf.gather(ys_t, positions)
+
+    else:
+        def gather(positions):
+            positions = np.sort(positions)  # sorted reads are kinder to a memory map
+            return np.asarray(pixels[rows[positions]]), ys[positions]
+
+        out_types = (tf.uint8, tf.float32 if binary else tf.int32)
+
+        def load(positions):
+            x, y = tf.numpy_function(gather, [positions], out_types)
+            x.set_shape([None, h, w, 3])
+            y.set_shape([None, 1] if binary else [None])
+            return tf.cast(x, tf.float32), y
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+

@@ -52,7 +52,7 @@ class TrainConfig:
 
     model: str = "tutorial_cnn_aug"
     image_size: tuple[int, int] | None = None
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 32
     optimizer: Optimizer = Optimizer.ADAM
     learning_rate: float | None = None
