@@ -161,3 +161,22 @@ def test_verify_json_and_missing_entry(tmp_path):
     r = run("verify", other, FIXTURES / "golden.npz")
     assert r.exit_code == 1
     assert "no golden entry for other.tflite" in r.stderr and "colour_int8.tflite" in r.stderr
+
+
+def test_a_reader_that_leaves_early_stops_predict_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    # More output than a pipe buffers (64 KB), so the writer must meet the closed pipe.
+    for i in range(700):
+        shutil.copy(IMAGES / "red.png", tmp_path / f"r{i:03}.png")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from edgeclf.cli import main; main(sys.argv[1:])",
+                             "predict", MODEL, str(tmp_path), "--top-k", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert b"This image most likely belongs to red" in first
+    assert proc.returncode == 141, (proc.returncode, err)
+    assert err == "", err

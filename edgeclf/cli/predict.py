@@ -3,8 +3,10 @@ only when the model file is loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -38,6 +40,19 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
     return found, problems
 
 
+@contextlib.contextmanager
+def _reader_may_leave():
+    """`edgeclf predict DIR | head`: when the reader closes the pipe, stop quietly as Unix
+    tools do (exit 141, 128 + SIGPIPE) instead of reporting a BrokenPipeError."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.close(devnull)
+        sys.exit(141)
+
+
 @click.command("predict")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
@@ -55,10 +70,18 @@ def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
     97.12 percent confidence." An image that cannot be read is reported on stderr and the
     others are still predicted; the exit code is then 1.
     """
-    from ..errors import ImageError
-    from ..runtime.classifier import CHUNK, load_classifier
+    from ..runtime.classifier import load_classifier
 
-    clf = load_classifier(model, threads=threads, labels=labels_file)
+    with _reader_may_leave():
+        _predict(ctx, load_classifier(model, threads=threads, labels=labels_file), images, top_k, as_json)
+
+
+def _predict(ctx, clf, images, top_k, as_json):
+    import numpy as np
+
+    from ..errors import ImageError
+    from ..runtime.classifier import CHUNK
+
     paths, problems = _collect(images)
     failed = False
     records = []
@@ -66,8 +89,6 @@ def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
         click.echo(f"Error: {arg}: {reason}", err=True)
         records.append({"source": arg, "error": reason})
         failed = True
-    import numpy as np
-
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
         arrays: dict[int, np.ndarray] = {}
