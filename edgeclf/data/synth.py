@@ -15,7 +15,10 @@ and Pillow's drawing, written as PNG).
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +208,20 @@ def render(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 
+def _write_images(job) -> None:
+    folder, name, ci, start, stop, size, seed, image_format = job
+    for i in range(start, stop):
+        # one generator per image: any image can be regenerated alone, and the stream does
+        # not depend on how many images came before it or on which process drew it
+        rng = np.random.default_rng([seed, ci, i])
+        arr = render(name, size, rng)
+        path = os.path.join(folder, f"{name}_{i:05d}.{image_format}")
+        if image_format == "png":
+            Image.fromarray(arr).save(path, format="PNG", optimize=False)
+        else:
+            Image.fromarray(arr).save(path, format="JPEG", quality=92)
+
+
 def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PER_CLASS,
              size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, overwrite: bool = False,
              image_format: str = "png") -> SynthResult:
@@ -239,18 +256,19 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
     with atomic_dir(out, overwrite=True) as tmp:
+        jobs = []
         for ci, name in enumerate(names):
             (tmp / name).mkdir()
-            for i in range(per_class):
-                # one generator per image: any image can be regenerated alone, and the
-                # stream does not depend on how many images came before it
-                rng = np.random.default_rng([seed, ci, i])
-                arr = render(name, size, rng)
-                path = tmp / name / f"{name}_{i:05d}.{image_format}"
-                if image_format == "png":
-                    Image.fromarray(arr).save(path, format="PNG", optimize=False)
-                else:
-                    Image.fromarray(arr).save(path, format="JPEG", quality=92)
+            for start in range(0, per_class, 64):
+                jobs.append((str(tmp / name), name, ci, start, min(per_class, start + 64), size, seed, image_format))
+        workers = min(len(jobs), os.cpu_count() or 1)
+        if workers > 1 and sys.platform == "linux" and "tensorflow" not in sys.modules:
+            ctx = multiprocessing.get_context("fork")  # never fork a process running TensorFlow
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                list(pool.map(_write_images, jobs))
+        else:
+            for job in jobs:
+                _write_images(job)
         result = SynthResult(out=out.resolve(), class_names=names, per_class=per_class, size=size, seed=seed)
         write_json(tmp / ".edgeclf-synth.json", result.to_dict())
     return result
