@@ -180,3 +180,17 @@ def test_a_reader_that_leaves_early_stops_predict_quietly(tmp_path):
     assert b"This image most likely belongs to red" in first
     assert proc.returncode == 141, (proc.returncode, err)
     assert err == "", err
+
+
+def test_unicode_and_spaces_in_paths_and_labels(tmp_path):
+    d = tmp_path / "fotos del jardín"
+    d.mkdir()
+    shutil.copy(IMAGES / "red.png", d / "tulipán rojo 🌷.png")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("rosa roja\nhoja verde\ncielo azul\n", encoding="utf-8")
+    r = run("predict", FIXTURES / "colour_nometa.tflite", d, "--labels", labels)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (f"{d / 'tulipán rojo 🌷.png'}: This image most likely belongs to rosa roja "
+                        "with a 100.00 percent confidence.\n")
+    data = json.loads(run("predict", FIXTURES / "colour_nometa.tflite", d, "--labels", labels, "--json").stdout)
+    assert data[0]["label"] == "rosa roja" and data[0]["source"].endswith("tulipán rojo 🌷.png")
