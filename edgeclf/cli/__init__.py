@@ -22,6 +22,12 @@ class _Group(click.Group):
         except EdgeclfError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # `edgeclf ... | head`: the reader left; stop quietly as Unix tools do (128 + SIGPIPE).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
+            os.close(devnull)
+            sys.exit(141)
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing half-written was left behind.", err=True)
             sys.exit(130)

@@ -3,7 +3,6 @@ only when the model file is loaded."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -40,19 +39,6 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
     return found, problems
 
 
-@contextlib.contextmanager
-def _reader_may_leave():
-    """`edgeclf predict DIR | head`: when the reader closes the pipe, stop quietly as Unix
-    tools do (exit 141, 128 + SIGPIPE) instead of reporting a BrokenPipeError."""
-    try:
-        yield
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
-        os.close(devnull)
-        sys.exit(141)
-
-
 @click.command("predict")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
@@ -72,8 +58,7 @@ def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
     """
     from ..runtime.classifier import load_classifier
 
-    with _reader_may_leave():
-        _predict(ctx, load_classifier(model, threads=threads, labels=labels_file), images, top_k, as_json)
+    _predict(ctx, load_classifier(model, threads=threads, labels=labels_file), images, top_k, as_json)
 
 
 def _predict(ctx, clf, images, top_k, as_json):
