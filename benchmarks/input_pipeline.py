@@ -18,7 +18,7 @@ decodes first) and threads otherwise (as here: Pillow releases the GIL while dec
 - Keras + ``.cache()``: the tutorial's in-memory cache, first and second pass.
 
 Usage:
-    python benchmarks/input_pipeline.py                       # synthetic JPEGs, 1000 x 192px
+    python benchmarks/input_pipeline.py                       # synthetic JPEGs, 2000 x 192px
     python benchmarks/input_pipeline.py --data DIR --image-size 180 --out figures.json
 
 Prints a table and writes JSON with the machine, thread counts and versions beside the figures.
@@ -79,7 +79,7 @@ def one_pass(ds) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="class-per-folder directory (default: generate synthetic JPEGs)")
-    ap.add_argument("--images", type=int, default=1000, help="synthetic images in all (default 1000)")
+    ap.add_argument("--images", type=int, default=2000, help="synthetic images in all (default 2000)")
     ap.add_argument("--source-size", type=int, default=192, help="synthetic image side (default 192)")
     ap.add_argument("--image-size", type=int, default=128, help="model input side (default 128)")
     ap.add_argument("--batch-size", type=int, default=32)
