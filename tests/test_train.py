@@ -98,6 +98,18 @@ def test_binary_sigmoid_model_trains_and_stops_at_accuracy(tmp_path):
 
 
 @pytest.mark.slow
+def test_early_stopping_stops_and_the_history_says_so(shapes, tmp_path, monkeypatch):
+    from edgeclf.train import train_model
+
+    # a learning rate this small cannot improve val loss by min_delta 0: patience 1 stops at epoch 2
+    r = train_model(shapes, out=tmp_path / "run", model="tutorial_cnn", epochs=6, batch_size=8,
+                    optimizer="sgd", learning_rate=1e-12, early_stopping=1, verbose=False)
+    assert r.epochs_run < 6
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["loss"]) == r.epochs_run
+
+
+@pytest.mark.slow
 def test_failed_run_leaves_nothing_behind(shapes, tmp_path, monkeypatch):
     from edgeclf.train import plots, train_model
 
