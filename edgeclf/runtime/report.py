@@ -105,6 +105,8 @@ def _place_labels(fig, ax, items, *, fontsize: float = 8.0) -> None:
     char_w, text_h = 0.62 * fontsize, 1.25 * fontsize
     pts = [tuple(v * to_pt for v in ax.transData.transform((x, y))) for x, y, _ in items]
     placed: list = [(px - 4, py - 4, px + 4, py + 4) for px, py in pts]  # the markers themselves
+    bb = ax.get_window_extent()
+    frame = (bb.x0 * to_pt, bb.y0 * to_pt, bb.x1 * to_pt, bb.y1 * to_pt)
     order = sorted(range(len(items)), key=lambda i: (pts[i][0], -pts[i][1]))
     for i in order:
         px, py = pts[i]
@@ -116,6 +118,8 @@ def _place_labels(fig, ax, items, *, fontsize: float = 8.0) -> None:
         chosen = None
         for dx, dy in near + far:
             box = (px + dx, py + dy, px + dx + w, py + dy + text_h)
+            if box[0] < frame[0] + 2 or box[2] > frame[2] - 2 or box[1] < frame[1] + 2 or box[3] > frame[3] - 2:
+                continue  # outside the axes, over the tick labels
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
                        for j, b in enumerate(placed) if j != i):
                 chosen = (dx, dy)
