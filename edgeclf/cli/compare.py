@@ -463,13 +463,13 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     """The main job in one command: data, train, export, compare.
 
     Without DATA it generates the built-in synthetic dataset (5 classes of shapes,
-    PER_CLASS images each, 64x64; 20 epochs of tutorial_cnn_aug reach about 94% on it). It then trains MODEL, exports every supported precision
+    PER_CLASS images each, 64x64; 20 epochs of tutorial_cnn_aug reach about 95% on it). It then trains MODEL, exports every supported precision
     to TFLite and ONNX, compares every file against the Keras model on the validation split,
     prints the table and writes a report, all under OUT.
 
     \b
     Example:
-      edgeclf run                      # built-in data, about 6 minutes on 2 CPU cores
+      edgeclf run                      # built-in data, 5 to 6 minutes on 2 CPU cores
       edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
     """
     import time
