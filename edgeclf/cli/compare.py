@@ -463,9 +463,10 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     """The main job in one command: data, train, export, compare.
 
     Without DATA it generates the built-in synthetic dataset (5 classes of shapes,
-    PER_CLASS images each, 64x64; 20 epochs of tutorial_cnn_aug reach about 95% on it). It then trains MODEL, exports every supported precision
-    to TFLite and ONNX, compares every file against the Keras model on the validation split,
-    prints the table and writes a report, all under OUT.
+    PER_CLASS images each, 64x64; 20 epochs of tutorial_cnn_aug reach about 95% on it).
+    It then trains MODEL, exports every supported precision to TFLite and ONNX, compares
+    every file against the Keras model on the validation split, prints the table and
+    writes a report, all under OUT.
 
     \b
     Example:
