@@ -152,8 +152,10 @@ def test_onnx_files_have_the_edgeclf_signature(exported):
         assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, name
         assert [o.name for o in proto.graph.output] == ["logits"], name
         assert 13 <= max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 21
-    ops = {n.op_type for n in onnx.load(str(out / "model_qat.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    qat = onnx.load(str(out / "model_qat.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qat.graph.node}
+    int8_weights = [i.name for i in qat.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert len(int8_weights) == 3, "QAT weights (2 conv, 1 dense) should be stored as int8"
     ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
