@@ -45,3 +45,15 @@ def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
         (tmp / "new").write_text("y")
     assert os.listdir(out) == ["new"]
     assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    old = os.umask(0o022)
+    try:
+        f = write_bytes(tmp_path / "a.bin", b"x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert oct(f.stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o755)
