@@ -62,7 +62,9 @@ def _keras():
 
 
 def _inline(model, inputs):
-    tf = __import__("tensorflow")
+    from .._optional import import_tensorflow
+
+    tf = import_tensorflow()
     keras = _keras()
     if not hasattr(model, "_nodes_by_depth"):
         raise UsageError(f"QAT cannot take the subclassed model {model.name!r}; build it with the Functional API")
@@ -141,7 +143,9 @@ def _loss(keras, kind: OutputKind):
 def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: OutputKind, epochs: int,
               batch_size: int = 32, learning_rate: float = 1e-4, seed: int = 123) -> QATResult:
     """Fine-tune a QAT copy of ``model`` on ``images`` (uint8 NHWC) for ``epochs``."""
-    tf = __import__("tensorflow")
+    from .._optional import import_tensorflow
+
+    tf = import_tensorflow()
     keras = _keras()
     if epochs < 0:
         raise UsageError(f"--qat-epochs must be 0 or more, not {epochs}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,9 +21,6 @@ from ..runtime.metadata import OutputKind, file_sha256, read_labels_file
 from ..runtime.preprocess import is_image_file
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-# (path, class index) pairs; the index is -1 when the images have no class folders.
-Samples = list
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,6 @@ class ModelSource:
     val: tuple = ()  # held-out images for parity and accuracy
     calibration: tuple = ()  # images from --calibration; empty: sample the training images
     data_source: str = ""  # where train/val came from, for export.json
-    skipped: tuple = field(default=())
 
     @property
     def is_run_dir(self) -> bool:
