@@ -80,3 +80,15 @@ def test_golden_file_layout(tmp_path):
     assert g["probs::model_int8.tflite"].dtype == np.float32
     assert float(g["atol::model_int8.tflite"]) == 5e-2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_export_imports_neither_tensorflow_nor_train_until_it_converts():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgeclf.export import export_model; import edgeclf.cli.export; "
+            "import edgeclf.export.source, edgeclf.export.tflite, edgeclf.export.qat, edgeclf.export.onnx_export; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'tf2onnx') "
+            "or m.startswith('edgeclf.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -1,1 +1,28 @@
-"""edgeclf.export: post-training quantization, QAT, TFLite and ONNX conversion, metadata, golden files."""
+"""edgeclf.export: post-training quantization, QAT, TFLite and ONNX conversion, metadata, golden files.
+
+    >>> from edgeclf.export import export_model                          # doctest: +SKIP
+    >>> report = export_model("runs/cnn", "export/cnn")                   # doctest: +SKIP
+    >>> print(report.table())                                             # doctest: +SKIP
+
+TensorFlow is imported only when a conversion runs, never by importing this package.
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "export_model": "edgeclf.export.exporter",
+    "ExportReport": "edgeclf.export.exporter",
+    "ExportedFile": "edgeclf.export.exporter",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgeclf.export' has no attribute {name!r}")
