@@ -113,7 +113,7 @@ def scan_folder(root, *, what: str = "data directory") -> ImageFolder:
     if not classes:
         if loose:
             raise DataError(
-                f"{what} {root} holds {len(loose)} images but no class folders; the likely mistake "
+                f"{what} {root} holds {len(loose)} image{'s' if len(loose) != 1 else ''} but no class folders; the likely mistake "
                 f"is pointing at one class's folder, or images not yet sorted: put each class's "
                 f"images in its own subfolder ({root}/<class>/image.jpg)"
             )
@@ -131,7 +131,7 @@ def scan_folder(root, *, what: str = "data directory") -> ImageFolder:
     if empty:
         raise DataError(
             f"class folder{'s' if len(empty) > 1 else ''} {', '.join(repr(n) for n in empty)} in {root} "
-            "hold no images; add images or remove the folder"
+            f"{'hold' if len(empty) > 1 else 'holds'} no images; add images or remove the folder"
         )
     if len(classes) < 2:
         raise DataError(

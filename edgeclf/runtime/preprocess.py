@@ -95,8 +95,8 @@ def _open(path: Path, max_pixels: int, draft_to: tuple[int, int] | None) -> Imag
         raise ImageError(path, f"refused: over {max_pixels:,} pixels (decompression bomb?)") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (the content is no format Pillow can read)") from None
-    except OSError as exc:
-        raise ImageError(path, f"cannot read ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _decode_error(path, exc) from None
     w, h = img.size
     if w * h > max_pixels:
         img.close()
@@ -117,11 +117,17 @@ def _open(path: Path, max_pixels: int, draft_to: tuple[int, int] | None) -> Imag
     except Image.DecompressionBombError:
         raise ImageError(path, f"refused: over {max_pixels:,} pixels (decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        msg = str(exc)
-        if "truncated" in msg:
-            raise ImageError(path, "truncated image (the file ends before the image does)") from None
-        raise ImageError(path, f"corrupt image ({msg or type(exc).__name__})") from None
+        raise _decode_error(path, exc) from None
     return img
+
+
+def _decode_error(path: Path, exc: BaseException) -> ImageError:
+    msg = str(exc)
+    if "truncated" in msg.lower() or isinstance(exc, EOFError):
+        return ImageError(path, "truncated image (the file ends before the image does); copy it again")
+    if isinstance(exc, PermissionError):
+        return ImageError(path, "permission denied")
+    return ImageError(path, f"corrupt image ({msg or type(exc).__name__})")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
