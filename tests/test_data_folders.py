@@ -52,7 +52,7 @@ def test_symlink_loop_does_not_hang(tmp_path):
     (lambda p: None, "does not exist"),
     (lambda p: p.mkdir(), "is empty"),
     (lambda p: make_folder(p, {"only": 2}), "one class"),
-    (lambda p: (make_folder(p, {"a": 2}), (p / "b").mkdir()), "hold no images"),
+    (lambda p: (make_folder(p, {"a": 2}), (p / "b").mkdir()), "holds no images"),
     (lambda p: [write_image(p / f"img{i}.png") for i in range(3)], "no class folders"),
 ])
 def test_unusable_datasets_give_one_clear_error(tmp_path, setup, message):
