@@ -286,10 +286,15 @@ def test_lambda_layer_is_refused_by_safe_mode(keras, tmp_path):
 
     inp = keras.Input((SIZE, SIZE, 3))
     out = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t / 255.0)(inp)))
-    keras.Model(inp, out).save(tmp_path / "lam.keras")
+    model = keras.Model(inp, out)
+    model.save(tmp_path / "lam.keras")
+    # safe mode in Keras guards only .keras; .h5 and SavedModel would run the stored bytecode
+    model.save(tmp_path / "lam.h5")
+    model.save(tmp_path / "lam_saved", save_format="tf")
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    with pytest.raises(ModelFileError, match="Lambda layer.*safe mode"):
-        load_source(tmp_path / "lam.keras", labels_file=tmp_path / "labels.txt")
+    for name in ("lam.keras", "lam.h5", "lam_saved"):
+        with pytest.raises(ModelFileError, match="Lambda layer.*safe mode"):
+            load_source(tmp_path / name, labels_file=tmp_path / "labels.txt")
 
 
 def test_labels_that_do_not_fit_the_model(run_dir, tmp_path):

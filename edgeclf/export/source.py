@@ -57,6 +57,48 @@ def _sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+_LAMBDA_REFUSED = ("the model contains a Lambda layer, whose Python code safe mode refuses to run from a "
+                   "file (it could execute anything); replace the Lambda with a built-in layer or a "
+                   "registered custom layer and save the model again")
+
+
+def _has_lambda(config) -> bool:
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            return True
+        return any(_has_lambda(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_has_lambda(v) for v in config)
+    return False
+
+
+def _refuse_lambda_outside_keras_format(path: Path) -> None:
+    """Keras' safe mode guards only the ``.keras`` format: an ``.h5`` file or a SavedModel
+    with a Lambda layer would unmarshal and run its stored bytecode, so look first."""
+    if path.is_dir():
+        meta = path / "keras_metadata.pb"
+        if meta.is_file() and b'"class_name": "Lambda"' in meta.read_bytes():
+            raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}")
+        return
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        return
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except Exception:  # not HDF5 at all: let the loader give its own error
+        return
+    if raw is None:
+        return
+    try:
+        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        return
+    if _has_lambda(config):
+        raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}")
+
+
 def load_keras_model(path: Path):
     """Load a Keras model with safe mode on; one clear ModelFileError when it cannot."""
     from .._optional import import_keras
@@ -67,6 +109,7 @@ def load_keras_model(path: Path):
         raise UsageError(f"model not found: {path}")
     if path.is_file() and path.stat().st_size == 0:
         raise ModelFileError(f"{path}: the file is empty; export it again from the training script")
+    _refuse_lambda_outside_keras_format(path)
     try:
         with native_stderr_silenced():
             if path.is_dir():
@@ -75,11 +118,7 @@ def load_keras_model(path: Path):
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if "Lambda" in msg or "safe_mode" in msg or "safe mode" in msg:
-            raise ModelFileError(
-                f"{path}: the model contains a Lambda layer, whose Python code safe mode refuses "
-                "to run from a file (it could execute anything); replace the Lambda with a "
-                "built-in layer or a registered custom layer and save the model again"
-            ) from None
+            raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}") from None
         raise ModelFileError(f"{path}: cannot load this Keras model ({msg.splitlines()[0][:300]})") from None
     except (OSError, ImportError) as exc:
         raise ModelFileError(
