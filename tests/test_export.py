@@ -411,3 +411,32 @@ def test_calibration_folder_for_a_model_without_data(run_dir, tmp_path):
     assert report.calibration["size"] == 10 and report.calibration["source"] == str(loose.resolve())
     assert report.validation["source"].startswith("calibration images") and not report.validation["labelled"]
     assert report.files[0].accuracy is None and report.keras_accuracy is None
+
+
+def test_qat_ranges_start_from_the_float_activations_not_tfmot_defaults(keras):
+    """tfmot starts every activation range at [-6, 6]; logits beyond that would clip to ties
+    (0.50/0.50 on confident images) after a short fine-tune. The ranges must cover what the
+    float model produces before QAT starts."""
+    from edgeclf.export.qat import init_activation_ranges, train_qat
+    from edgeclf.runtime.metadata import OutputKind
+
+    keras.utils.set_random_seed(1)
+    model = tiny_cnn(keras)
+    head = model.layers[-1]
+    w, b = head.get_weights()
+    head.set_weights([w * 400.0, b])  # logits far outside [-6, 6]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (48, SIZE, SIZE, 3), dtype=np.uint8)
+    logits = model.predict(x.astype(np.float32), verbose=0)
+    assert logits.max() > 12 or logits.min() < -12, "test model's logits are not large enough to test clipping"
+
+    result = train_qat(model, x, rng.integers(0, 3, 48), output_kind=OutputKind.LOGITS, epochs=0)
+    ranges = {v.name.split("/")[-1].split(":")[0]: float(v.numpy())
+              for v in result.model.get_layer(f"quant_{head.name}").weights
+              if v.name.endswith(("post_activation_min:0", "post_activation_max:0"))}
+    assert ranges, "no activation range variables found on the logits layer"
+    assert ranges["post_activation_max"] >= logits.max() - 1e-3, f"max {ranges} vs logits {logits.max()}"
+    assert ranges["post_activation_min"] <= logits.min() + 1e-3, f"min {ranges} vs logits {logits.min()}"
+    q_logits = result.model.predict(x.astype(np.float32), verbose=0)
+    assert np.abs(q_logits - logits).max() < 0.05 * np.abs(logits).max(), "fake-quant logits clipped"
+    assert init_activation_ranges(result.model, model, x[:0]) == {}

@@ -134,6 +134,64 @@ def build_qat_model(model):
     return qmodel, annotated, left
 
 
+def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_size: int = 64) -> dict:
+    """Start every activation fake-quant range at what the float model really produces.
+
+    tfmot starts each range at [-6, 6] and moves it by an exponential moving average with
+    decay 0.999, so a short fine-tune never reaches logits that span, say, [-85, 69]: they
+    stay clipped near +-6.6, and confident images come out as 0.50/0.50 ties. Calibrating
+    the ranges first (as post-training quantization does) and letting QAT refine them
+    avoids that. Returns {variable name: (min, max)} for the ranges it set.
+    """
+    keras = _keras()
+    if len(images) == 0:
+        return {}
+    flat = flatten_model(float_model)
+    float_names = {l.name for l in flat.layers}
+    targets = {}  # range-variable prefix -> float layer whose output it quantizes
+    for layer in qmodel.layers:
+        kind = type(layer).__name__
+        if kind == "QuantizeWrapperV2" or kind == "QuantizeWrapper":
+            inner = layer.layer.name
+            if inner in float_names:
+                targets[layer.name] = inner
+        elif kind == "QuantizeLayer":
+            inbound = [l.name for node in layer._inbound_nodes for l in node.inbound_layers]
+            if len(inbound) == 1 and inbound[0] in float_names:
+                targets[layer.name] = inbound[0]
+            elif len(inbound) == 1:  # the model input itself
+                targets[layer.name] = flat.layers[0].name
+    if not targets:
+        return {}
+    names = sorted(set(targets.values()))
+    probe = keras.Model(flat.inputs, [flat.get_layer(n).output for n in names])
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    x = images.astype(np.float32)
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start:start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for n, o in zip(names, outs):
+            o = np.asarray(o)
+            lo[n] = min(lo[n], float(o.min()))
+            hi[n] = max(hi[n], float(o.max()))
+    done = {}
+    for layer in qmodel.layers:
+        src = targets.get(layer.name)
+        if src is None:
+            continue
+        for v in layer.weights:
+            short = v.name.split("/")[-1].split(":")[0]
+            # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
+            if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
+                continue
+            value = min(lo[src], 0.0) if short.endswith("_min") else max(hi[src], 0.0)
+            if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
+                v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
+                done[v.name] = value
+    return done
+
+
 def _loss(keras, kind: OutputKind):
     if kind is OutputKind.SIGMOID:
         return keras.losses.BinaryCrossentropy()
@@ -152,6 +210,7 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
     if len(images) == 0 or (indices < 0).any():
         raise UsageError("QAT needs labelled training images: a run directory or --data DATA with class folders")
     qmodel, annotated, left = build_qat_model(model)
+    init_activation_ranges(qmodel, model, images[:256])
     tf.random.set_seed(seed)
     history: dict = {}
     if epochs > 0:
@@ -167,6 +226,11 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
         with native_stderr_silenced():
             h = qmodel.fit(ds, epochs=epochs, verbose=0)
         history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    else:
+        # No training step ran, so the weight quantizers still hold tfmot's [-6, 6]; one
+        # forward pass in training mode makes them record the real weight ranges.
+        with native_stderr_silenced():
+            qmodel(images[:batch_size].astype(np.float32), training=True)
     return QATResult(qmodel, annotated, left, epochs, history)
 
 
