@@ -74,6 +74,23 @@ def test_mobilenet_v2_alpha_and_base_layers():
     assert "logits" not in small.base_layers
 
 
+def test_mobilenet_from_scratch_gets_fast_batchnorm_statistics(tmp_path):
+    from edgeclf.train.zoo import FROM_SCRATCH_BN_MOMENTUM
+
+    scratch = build_model("mobilenet_v2", image_size=32, num_classes=3, alpha=0.35)
+    bns = [l for l in scratch.model.layers if type(l).__name__ == "BatchNormalization"]
+    assert bns and all(l.momentum == FROM_SCRATCH_BN_MOMENTUM for l in bns)
+    # Pretrained statistics are kept as Keras made them.
+    weights = tmp_path / "base.h5"
+    from edgeclf._optional import import_keras
+
+    keras = import_keras()
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None,
+                                   alpha=0.35).save_weights(str(weights))
+    pre = build_model("mobilenet_v2", image_size=32, num_classes=3, alpha=0.35, weights=str(weights))
+    assert {l.momentum for l in pre.model.layers if type(l).__name__ == "BatchNormalization"} == {0.999}
+
+
 def test_augmentation_is_separate_and_only_for_the_aug_variant():
     assert build_model("tutorial_cnn_aug", image_size=24, num_classes=3).augmentation is not None
     assert build_model("tutorial_cnn", image_size=24, num_classes=3).augmentation is None
