@@ -9,6 +9,8 @@ TensorFlow is imported only when a conversion runs, never by importing this pack
 
 from __future__ import annotations
 
+from .._lazy import lazy_exports
+
 _LAZY = {
     "export_model": "edgeclf.export.exporter",
     "ExportReport": "edgeclf.export.exporter",
@@ -18,11 +20,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edgeclf.export' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -11,6 +11,8 @@ of that kind is loaded.
 
 from __future__ import annotations
 
+from .._lazy import lazy_exports
+
 _LAZY = {
     "load_classifier": "edgeclf.runtime.classifier",
     "Classifier": "edgeclf.runtime.classifier",
@@ -25,15 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edgeclf.runtime' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -89,6 +89,18 @@ def output_converter(dtype, scale: float, zero_point: int):
     raise ValueError(f"output tensor of type {dtype} is not a score output")
 
 
+def check_image_io(path, n_inputs: int, n_outputs: int, in_shape, out_shape) -> None:
+    """The one shape every edgeclf backend runs: one NHWC RGB input, one (N, classes) output."""
+    if n_inputs != 1 or n_outputs < 1:
+        raise ModelFileError(f"{path}: expected one image input and one output; the file has "
+                             f"{n_inputs} inputs and {n_outputs} outputs")
+    if len(in_shape) != 4 or in_shape[3] != 3:
+        raise ModelFileError(f"{path}: input shape {list(in_shape)} is not NHWC with 3 colour channels; "
+                             "edgeclf runs image classifiers that take (N, H, W, 3)")
+    if len(out_shape) != 2:
+        raise ModelFileError(f"{path}: output shape {list(out_shape)} is not (N, classes)")
+
+
 def first_line(exc: BaseException) -> str:
     """An engine exception's message, first line only (some carry a C++ stack)."""
     text = str(exc).strip().splitlines()

@@ -15,7 +15,7 @@ import numpy as np
 from .._optional import require
 from .._quiet import native_stderr_silenced
 from ..errors import ModelFileError
-from .backend import first_line, input_converter, output_converter
+from .backend import check_image_io, first_line, input_converter, output_converter
 from .metadata import read_tflite_metadata
 
 
@@ -40,18 +40,12 @@ class LiteRTBackend:
         self.metadata = read_tflite_metadata(data, source=str(self.path))
         inputs = self._interp.get_input_details()
         outputs = self._interp.get_output_details()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelFileError(f"{self.path}: expected one image input and one output; the file has "
-                                 f"{len(inputs)} inputs and {len(outputs)} outputs")
+        check_image_io(self.path, len(inputs), len(outputs),
+                       tuple(inputs[0]["shape"]) if inputs else (), tuple(outputs[0]["shape"]) if outputs else ())
         inp, out = inputs[0], outputs[0]
         sig = tuple(int(v) for v in inp.get("shape_signature", inp["shape"]))
         shape = tuple(int(v) for v in inp["shape"])
-        if len(shape) != 4 or shape[3] != 3:
-            raise ModelFileError(f"{self.path}: input shape {list(shape)} is not NHWC with 3 colour channels; "
-                                 "edgeclf runs image classifiers that take (N, H, W, 3)")
         out_shape = tuple(int(v) for v in out["shape"])
-        if len(out_shape) != 2:
-            raise ModelFileError(f"{self.path}: output shape {list(out_shape)} is not (N, classes)")
         self.input_shape = (None if sig[0] == -1 else sig[0],) + tuple(
             None if s == -1 else d for s, d in zip(sig[1:3], shape[1:3])) + (3,)
         self.input_dtype = np.dtype(inp["dtype"])

@@ -19,7 +19,7 @@ import numpy as np
 from .._optional import require
 from .._quiet import native_stderr_silenced
 from ..errors import ModelFileError
-from .backend import first_line, input_converter, output_converter
+from .backend import check_image_io, first_line, input_converter, output_converter
 from .metadata import read_onnx_metadata
 
 _ORT_TYPES = {
@@ -68,16 +68,12 @@ class OnnxRuntimeBackend:
         self.metadata = read_onnx_metadata(custom, source=str(self.path))
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelFileError(f"{self.path}: expected one image input and one output; the file has "
-                                 f"{len(inputs)} inputs and {len(outputs)} outputs")
+        check_image_io(self.path, len(inputs), len(outputs),
+                       list(inputs[0].shape) if inputs else [], list(outputs[0].shape) if outputs else [])
         inp, out = inputs[0], outputs[0]
         shape = list(inp.shape)
-        if len(shape) != 4 or shape[3] != 3:
-            raise ModelFileError(f"{self.path}: input shape {shape} is not NHWC with 3 colour channels; "
-                                 "edgeclf runs image classifiers that take (N, H, W, 3)")
         out_shape = list(out.shape)
-        if len(out_shape) != 2 or _dim(out_shape[1]) is None:
+        if _dim(out_shape[1]) is None:
             raise ModelFileError(f"{self.path}: output shape {out_shape} is not (N, classes)")
         if inp.type not in _ORT_TYPES or out.type not in _ORT_TYPES:
             raise ModelFileError(f"{self.path}: input type {inp.type} / output type {out.type} is not supported")
