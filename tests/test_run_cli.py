@@ -29,6 +29,19 @@ def test_run_never_overwrites_silently(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
+def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
+    from edgeclf.cli.compare import RUN_INCOMPLETE_MARKER
+
+    out = tmp_path / "r"
+    (out / "data" / "circles").mkdir(parents=True)  # what an interrupted run left
+    (out / RUN_INCOMPLETE_MARKER).write_text("")
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "missing"), "--out", str(out)])
+    assert "did not finish" in res.output and "--overwrite" not in res.output, res.output
+    # It went on to the next step, which fails on the missing DATA, and the folder stays marked.
+    assert res.exit_code == 1 and "does not exist" in res.output, res.output
+    assert (out / RUN_INCOMPLETE_MARKER).exists()
+
+
 @pytest.mark.slow
 def test_run_end_to_end_tiny(tmp_path):
     pytest.importorskip("tensorflow")
@@ -46,3 +59,5 @@ def test_run_end_to_end_tiny(tmp_path):
     md = (out / "report" / "report.md").read_text()
     assert "## Results" in md and (out / "report" / "accuracy_latency_size.png").exists()
     assert "model_int8.tflite" in res.output
+    assert not (out / ".edgeclf-run-incomplete").exists(), "a finished run must not look unfinished"
+    assert "(the 10 deployable files)" in res.output

@@ -444,6 +444,9 @@ COMMANDS.append(bench_cmd)
 RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20, "model": "tutorial_cnn_aug"}
 
 
+RUN_INCOMPLETE_MARKER = ".edgeclf-run-incomplete"
+
+
 @click.command("run")
 @click.argument("data", required=False, type=click.Path())
 @click.option("--model", default=RUN_DEFAULTS["model"], show_default=True,
@@ -470,7 +473,7 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
 
     \b
     Example:
-      edgeclf run                      # built-in data, 5 to 6 minutes on 2 CPU cores
+      edgeclf run                      # built-in data, about 4 minutes on 2 CPU cores
       edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
     """
     import time
@@ -482,10 +485,19 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1; got {epochs}")
     root = Path(out)
-    if root.exists() and any(root.iterdir()) and not overwrite:
+    # A marker while the run is unfinished: re-running after Ctrl-C or a crash picks the
+    # folder up again without --overwrite, while a finished run (or anyone else's folder)
+    # is still never replaced silently.
+    marker = root / RUN_INCOMPLETE_MARKER
+    resuming = marker.exists()
+    if root.exists() and any(root.iterdir()) and not overwrite and not resuming:
         raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
                          "or choose another --out")
+    if resuming and not overwrite:
+        info(f"{root} holds a run that did not finish; starting it again")
+        overwrite = True
     root.mkdir(parents=True, exist_ok=True)
+    marker.write_text("edgeclf run has not finished writing this folder\n")
     main = ctx.find_root().command
     timings = []
     t_all = time.monotonic()
@@ -517,10 +529,12 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     cmp = step("compare: every file against the Keras model",
                lambda: run_compare([export_dir], data=str(run_dir), threads=threads,
                                    json_out=str(root / "compare.json"), report_dir=str(report_dir)))
+    marker.unlink()
     total = time.monotonic() - t_all
     info("\n" + "; ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in timings) + f"; total {total:.0f}s")
+    files = sum(1 for m in cmp.models if not m.is_reference)
     click.echo(f"\nEverything is in {root}/: data/ (images), run/ (model.keras, curves), export/ (the "
-               f"{len(cmp.models)} deployable files), report/report.md, compare.json")
+               f"{files} deployable files), report/report.md, compare.json")
     if not cmp.passed:
         raise SystemExit(1)
 
