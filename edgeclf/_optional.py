@@ -29,13 +29,10 @@ def require(module: str, *, purpose: str | None = None) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         dist, extra = _PROVIDERS.get(top, (top, ""))
-        need = f"{purpose} needs" if purpose else "this needs"
-        if extra:
-            fix = f'pip install "edgeclf[{extra}]"'
-        else:
-            fix = f"pip install {dist}"
+        fix = f'pip install "edgeclf[{extra}]"' if extra else f"pip install {dist}"
+        need = f", needed for {purpose}," if purpose else ""
         raise MissingDependencyError(
-            f"{need} the package '{dist}', which is not installed ({exc.msg}); run: {fix}"
+            f"the package '{dist}'{need} is not installed ({exc.msg}); run: {fix}"
         ) from None
 
 
