@@ -27,13 +27,24 @@ def require(module: str, *, purpose: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
-        dist, extra = _PROVIDERS.get(top, (top, ""))
-        fix = f'pip install "edgeclf[{extra}]"' if extra else f"pip install {dist}"
-        need = f", needed for {purpose}," if purpose else ""
-        raise MissingDependencyError(
-            f"the package '{dist}'{need} is not installed ({exc.msg}); run: {fix}"
-        ) from None
+        raise _missing(module, purpose, exc.msg) from None
+
+
+def ensure_installed(*modules: str, purpose: str) -> None:
+    """Fail before any work starts when an optional package is absent (no import is done)."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise _missing(module, purpose, f"No module named {module!r}")
+
+
+def _missing(module: str, purpose: str | None, detail: str) -> MissingDependencyError:
+    top = module.split(".")[0]
+    dist, extra = _PROVIDERS.get(top, (top, ""))
+    fix = f'pip install "edgeclf[{extra}]"' if extra else f"pip install {dist}"
+    need = f", needed for {purpose}," if purpose else ""
+    return MissingDependencyError(f"the package '{dist}'{need} is not installed ({detail}); run: {fix}")
 
 
 def quiet_tensorflow_env() -> None:

@@ -330,3 +330,16 @@ def test_existing_outputs_are_never_silently_overwritten(tmp_path):
         assert "--overwrite" in r.stderr, f"{argv[0]}: {r.stderr!r}"
         assert (out / "precious.txt").read_text() == "mine"
         assert sorted(os.listdir(out)) == ["precious.txt"], f"{argv[0]} wrote into {out}"
+
+
+def test_missing_tensorflow_is_said_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] == "tensorflow" else real(name, *a))
+    data = _dataset(tmp_path, ["a/1.png", "a/2.png", "b/1.png", "b/2.png"])
+    r = cli("train", data, "--out", tmp_path / "run")
+    assert r.exit_code == 1 and 'pip install "edgeclf[train]"' in r.stderr, r.output
+    assert "split" not in r.output and "images in" not in r.output, f"work started first: {r.output}"
+    assert not (tmp_path / "run").exists()

@@ -43,8 +43,10 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
       edgeclf export my_model.keras --labels labels.txt --data photos/ --out export/mine
     """
     from .._io import write_json
+    from .._optional import ensure_installed
     from ..export.exporter import export_model
 
+    ensure_installed("tensorflow", "tf_keras", "tf2onnx", "onnx", purpose="export")
     report = export_model(
         source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,

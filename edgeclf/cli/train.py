@@ -69,8 +69,10 @@ def train_command(data, model, out, image_size, epochs, batch_size, optimizer, l
     OUT gets model.keras (the inference model), labels.txt, config.json, split.json,
     history.json, metrics.json, curves.png, confusion.png and mistakes.png. The cache of
     decoded images lives in ~/.cache/edgeclf (EDGECLF_CACHE_DIR to move it)."""
+    from .._optional import ensure_installed
     from ..train.trainer import TrainConfig, train_model
 
+    ensure_installed("tensorflow", "tf_keras", purpose="training")
     cfg = TrainConfig(model=model, image_size=_size(image_size), epochs=epochs, batch_size=batch_size,
                       optimizer=optimizer, learning_rate=learning_rate, val_split=val_split, val_dir=val_dir,
                       test_split=test_split, seed=seed, weights=None if weights == "none" else weights,
