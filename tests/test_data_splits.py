@@ -74,3 +74,35 @@ def test_split_dict_matches_contract():
     assert set(d) >= {"root", "class_names", "seed", "val_split", "test_split", "train", "val", "test", "skipped"}
     assert all(isinstance(p, str) and type(y) is int for p, y in d["train"] + d["val"])
     assert d["skipped"] == [["/d/bad.png", "corrupt"]]
+
+
+def _named_folder(counts: dict):
+    names = tuple(sorted(counts))
+    files = [(f"/d/{n}/img{i:04d}.png", ci) for ci, n in enumerate(names) for i in range(counts[n])]
+    return ImageFolder(root="/d", class_names=names, files=tuple(files))
+
+
+def _of_class(items, label):
+    return [p for p, y in items if y == label]
+
+
+def test_adding_a_file_to_one_class_leaves_the_other_classes_split_alone():
+    before = split_folder(_named_folder({"a": 20, "b": 30}), val_split=0.2, test_split=0.2, seed=5)
+    after = split_folder(_named_folder({"a": 21, "b": 30}), val_split=0.2, test_split=0.2, seed=5)
+    assert _of_class(before.val, 1) == _of_class(after.val, 1)
+    assert _of_class(before.test, 1) == _of_class(after.test, 1)
+    # a new class (sorting before b, so b's label index moves) does not move b's files either
+    more = split_folder(_named_folder({"a": 20, "aa": 7, "b": 30}), val_split=0.2, test_split=0.2, seed=5)
+    assert _of_class(before.val, 1) == _of_class(more.val, 2)
+    assert _of_class(before.test, 1) == _of_class(more.test, 2)
+
+
+def test_val_dir_that_is_or_shares_files_with_the_data_is_refused(tmp_path):
+    train = scan_folder(make_folder(tmp_path / "train", {"cat": 3, "dog": 3}))
+    with pytest.raises(DataError, match="--val-dir .* the training data"):
+        split_folder(train, val_folder=train)
+    other = scan_folder(make_folder(tmp_path / "val", {"cat": 2, "dog": 2}))
+    mixed = ImageFolder(root=other.root, class_names=other.class_names,
+                        files=other.files + (train.files[0],))
+    with pytest.raises(DataError, match="cat_000.png"):
+        split_folder(train, val_folder=mixed)

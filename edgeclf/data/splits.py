@@ -1,11 +1,15 @@
 """Seeded, stratified splits: the same files land in the same split every time.
 
-A file's place depends only on the seed and the sorted list of files in its class, never on
-the order the file system lists them or on the machine.
+A file's place depends only on the seed, its class's name and the sorted list of files in its
+class: never on the order the file system lists them, on the machine, or on the other classes
+(each class, and each carve -- test, then validation -- draws from its own random stream keyed
+by ``(seed, crc32(class name), carve)``; adding a file to one class or adding a class leaves
+every other class's split unchanged).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,9 +57,18 @@ def _check_fraction(name: str, value: float) -> None:
         raise UsageError(f"{name} must be a fraction in [0, 1); got {value}")
 
 
-def _carve(items: list[Item], fraction: float, rng: np.random.Generator) -> tuple[list[Item], list[Item]]:
+_TEST_CARVE, _VAL_CARVE = 0, 1
+
+
+def _class_rng(seed: int, class_name: str, carve: int) -> np.random.Generator:
+    """The random stream of one class in one carve: independent of every other class."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(class_name.encode("utf-8")), carve])
+
+
+def _carve(items: list[Item], fraction: float, seed: int, class_names, carve: int) -> tuple[list[Item], list[Item]]:
     """Take ``fraction`` of each class out of ``items`` (at least one per class when the class
-    has two or more files and fraction > 0). Returns (kept, taken)."""
+    has two or more files and fraction > 0). Returns (kept, taken). Each class is shuffled by
+    its own stream (``_class_rng``), so one class's files never move another's."""
     by_class: dict[int, list[Item]] = {}
     for it in items:
         by_class.setdefault(it[1], []).append(it)
@@ -63,7 +76,7 @@ def _carve(items: list[Item], fraction: float, rng: np.random.Generator) -> tupl
     taken: list[Item] = []
     for label in sorted(by_class):
         group = sorted(by_class[label])
-        order = rng.permutation(len(group))
+        order = _class_rng(seed, class_names[label], carve).permutation(len(group))
         k = int(round(fraction * len(group))) if fraction > 0 else 0
         if fraction > 0 and len(group) >= 2:
             k = min(max(k, 1), len(group) - 1)
@@ -92,6 +105,21 @@ def check_same_classes(folder: ImageFolder, val_folder: ImageFolder) -> None:
     )
 
 
+def check_no_overlap(folder: ImageFolder, val_folder: ImageFolder) -> None:
+    """Raise DataError when ``val_folder`` (``--val-dir``) is ``folder`` or holds any of its files
+    (validation images that are also training images make the validation accuracy meaningless)."""
+    import os
+
+    same_root = os.path.realpath(str(folder.root)) == os.path.realpath(str(val_folder.root))
+    train = {os.path.realpath(p) for p, _ in folder.files}
+    shared = sorted(p for p, _ in val_folder.files if os.path.realpath(p) in train)
+    if same_root or shared:
+        what = "is" if same_root else f"shares {len(shared)} file(s) with"
+        example = f" (e.g. {shared[0]})" if shared else ""
+        raise DataError(f"--val-dir {val_folder.root} {what} the training data {folder.root}{example}; "
+                        f"validation images must not be training images")
+
+
 def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: float = 0.0, seed: int = 123,
                  val_folder: ImageFolder | None = None, skipped=()) -> Split:
     """Split ``folder`` into train / val (/ test), stratified by class and seeded.
@@ -103,24 +131,25 @@ def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: flo
 
     Raises:
         UsageError: a fraction outside [0, 1) or fractions that leave nothing to train on.
-        DataError: ``val_folder`` classes differ, or a split comes out empty.
+        DataError: ``val_folder`` classes differ or it shares files with ``folder``, or a split
+            comes out empty.
     """
     _check_fraction("--test-split", test_split)
-    rng = np.random.default_rng(seed)
     items = list(folder.files)
     if val_folder is not None:
         check_same_classes(folder, val_folder)
+        check_no_overlap(folder, val_folder)
         train = sorted(items, key=lambda t: (t[1], t[0]))
-        val, test = _carve(list(val_folder.files), test_split, rng)
+        val, test = _carve(list(val_folder.files), test_split, seed, folder.class_names, _TEST_CARVE)
         vs = None
     else:
         _check_fraction("--val-split", val_split)
         if val_split + test_split >= 1.0:
             raise UsageError(f"--val-split {val_split} plus --test-split {test_split} leave nothing to train on")
-        rest, test = _carve(items, test_split, rng)
+        rest, test = _carve(items, test_split, seed, folder.class_names, _TEST_CARVE)
         # val_split is a fraction of the whole class, so compute it relative to what is left.
         frac = val_split / (1.0 - test_split) if test_split else val_split
-        train, val = _carve(rest, frac, rng)
+        train, val = _carve(rest, frac, seed, folder.class_names, _VAL_CARVE)
         vs = val_split
     if not train:
         raise DataError(f"no training images left in {folder.root}")

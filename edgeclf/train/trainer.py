@@ -310,7 +310,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     """
     from ..data.cache import decode_images
     from ..data.folders import drop_bad, scan_folder
-    from ..data.splits import check_same_classes, split_folder
+    from ..data.splits import split_folder
 
     try:
         cfg = dataclasses.replace(config or TrainConfig(), **options)
@@ -324,8 +324,6 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
     folder = scan_folder(data)
     val_folder = scan_folder(cfg.val_dir, what="--val-dir") if cfg.val_dir else None
-    if val_folder is not None:
-        check_same_classes(folder, val_folder)
     size = cfg.image_size
     if size is None:
         common = _common_size(folder.paths)
