@@ -228,9 +228,14 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
         history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
     else:
         # No training step ran, so the weight quantizers still hold tfmot's [-6, 6]; one
-        # forward pass in training mode makes them record the real weight ranges.
+        # forward pass in training mode makes them record the real weight ranges. That pass
+        # would also move BatchNorm's moving statistics toward one batch: put them back.
+        moving = [v for v in qmodel.variables if "moving_mean" in v.name or "moving_variance" in v.name]
+        saved = [v.numpy() for v in moving]
         with native_stderr_silenced():
             qmodel(images[:batch_size].astype(np.float32), training=True)
+        for v, value in zip(moving, saved):
+            v.assign(value)
     return QATResult(qmodel, annotated, left, epochs, history)
 
 
