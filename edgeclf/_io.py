@@ -1,5 +1,5 @@
 """Write files so that a crash or Ctrl-C leaves the old file or none, never half of one.
-Standard library only."""
+Standard library (and ``edgeclf.errors``) only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Optional, Union
+
+from .errors import UsageError
 
 PathLike = Union[str, os.PathLike]
 
@@ -64,25 +66,70 @@ def write_json(path: PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def check_out_dir(out: PathLike, overwrite: bool, *, inside: Iterable[Optional[PathLike]] = (),
+                  what: str = "--out") -> Path:
+    """Refuse an output folder before any work starts; returns ``out`` as a Path.
+
+    Raises UsageError (one line) when ``out`` is an existing file, is a non-empty folder and
+    ``overwrite`` is False, or equals, contains or lies inside one of the folders ``inside``
+    (the input data: replacing it would delete the data, and a run inside it becomes a class
+    on the next scan). An empty existing folder is fine; ``atomic_dir`` replaces it.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{what} {out} exists and is a file; choose a folder name")
+    real = Path(os.path.realpath(out))
+    for d in inside:
+        if d is None:
+            continue
+        dr = Path(os.path.realpath(Path(d).expanduser()))
+        if real == dr:
+            rel = "is"
+        elif dr in real.parents:
+            rel = "is inside"
+        elif real in dr.parents:
+            rel = "contains"
+        else:
+            continue
+        raise UsageError(f"{what} {out} {rel} the input folder {d}; choose a folder outside the data")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise UsageError(f"{what} {out} exists and is not empty; choose another folder or pass --overwrite")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
-    Without ``overwrite`` an existing ``path`` is left alone and FileExistsError raised
-    before any work starts. On failure the temporary folder is removed.
+    Without ``overwrite`` an existing non-empty folder ``path`` is left alone and
+    FileExistsError raised before any work starts (an empty folder is simply replaced). An
+    existing *file* ``path`` is always refused (UsageError), never replaced. On failure the
+    temporary folder is removed.
     """
     target = Path(path)
-    if target.exists() and not overwrite:
+    if (target.exists() or target.is_symlink()) and not target.is_dir():
+        raise UsageError(f"{target} exists and is a file, not a folder; choose a folder name")
+    if target.exists() and not overwrite and not _is_empty_dir(target):
         raise FileExistsError(str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        if (target.exists() or target.is_symlink()) and not target.is_dir():
+            raise UsageError(f"{target} became a file while it was being written; nothing replaced it")
+        if _is_empty_dir(target):
+            target.rmdir()
         if target.exists():
             old = target.with_name(f".{target.name}.old")
-            if old.exists():
+            if old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -57,3 +57,34 @@ def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
         os.umask(old)
     assert oct(f.stat().st_mode & 0o777) == oct(0o644)
     assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_atomic_dir_refuses_a_file_and_leaves_no_old_copy(tmp_path):
+    from edgeclf.errors import UsageError
+
+    f = tmp_path / "run"
+    f.write_text("precious")
+    with pytest.raises(UsageError, match="is a file"):
+        with atomic_dir(f, overwrite=True) as tmp:
+            (tmp / "x").write_text("y")
+    assert f.read_text() == "precious"
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_check_out_dir_refuses_the_data_folder_and_anything_inside_or_around_it(tmp_path):
+    from edgeclf._io import check_out_dir
+    from edgeclf.errors import UsageError
+
+    data = tmp_path / "photos"
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "a.png").write_bytes(b"x")
+    for out, word in ((data, "is the input"), (data / "run1", "is inside"), (tmp_path, "contains")):
+        with pytest.raises(UsageError, match=word):
+            check_out_dir(out, True, inside=(data,))
+    with pytest.raises(UsageError, match="not empty"):
+        check_out_dir(data, False)
+    (tmp_path / "empty").mkdir()
+    assert check_out_dir(tmp_path / "empty", False, inside=(data, None)) == tmp_path / "empty"
+    with atomic_dir(tmp_path / "empty") as tmp:  # an empty folder is replaced without overwrite
+        (tmp / "f").write_text("y")
+    assert os.listdir(tmp_path / "empty") == ["f"]

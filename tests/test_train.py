@@ -171,3 +171,23 @@ def test_weights_file_freezes_the_base_then_fine_tune_unfreezes_the_top(shapes, 
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     # Conv1 sits far below the top 5 layers: loaded from the file and never trained
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], expected)
+
+
+def test_out_that_is_or_lies_inside_the_data_is_refused_and_the_data_survives(tmp_path):
+    data = make_folder(tmp_path / "photos", {"cat": 2, "dog": 2})
+    val = make_folder(tmp_path / "val", {"cat": 2, "dog": 2})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out in (data, data / "run1", tmp_path, val / "run"):
+        r = CliRunner().invoke(main, ["train", str(data), "--val-dir", str(val), "--out", str(out),
+                                      "--overwrite"])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("Error: --out ") and "input folder" in r.output, r.output
+        assert r.output.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_val_dir_equal_to_the_data_is_refused_before_decoding(tmp_path):
+    data = make_folder(tmp_path / "photos", {"cat": 2, "dog": 2})
+    r = CliRunner().invoke(main, ["train", str(data), "--val-dir", str(data), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: --val-dir") and "training data" in r.output, r.output

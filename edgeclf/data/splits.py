@@ -120,6 +120,13 @@ def check_no_overlap(folder: ImageFolder, val_folder: ImageFolder) -> None:
                         f"validation images must not be training images")
 
 
+def check_val_folder(folder: ImageFolder, val_folder: ImageFolder) -> None:
+    """Every check a ``--val-dir`` gets: the same classes, and no file shared with ``folder``.
+    ``split_folder`` runs it; callers that decode images first run it before decoding."""
+    check_same_classes(folder, val_folder)
+    check_no_overlap(folder, val_folder)
+
+
 def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: float = 0.0, seed: int = 123,
                  val_folder: ImageFolder | None = None, skipped=()) -> Split:
     """Split ``folder`` into train / val (/ test), stratified by class and seeded.
@@ -137,8 +144,7 @@ def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: flo
     _check_fraction("--test-split", test_split)
     items = list(folder.files)
     if val_folder is not None:
-        check_same_classes(folder, val_folder)
-        check_no_overlap(folder, val_folder)
+        check_val_folder(folder, val_folder)
         train = sorted(items, key=lambda t: (t[1], t[0]))
         val, test = _carve(list(val_folder.files), test_split, seed, folder.class_names, _TEST_CARVE)
         vs = None

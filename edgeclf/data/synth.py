@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .._io import atomic_dir, write_json
+from .._io import atomic_dir, check_out_dir, write_json
 from ..errors import UsageError
 
 CLASS_NAMES = ("circles", "squares", "triangles", "stars", "crosses",
@@ -247,14 +247,8 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
         raise UsageError(f"--size must be between 16 and 1024 pixels; got {size}")
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format must be png or jpg; got {image_format!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    out = check_out_dir(out, overwrite, what="output folder")
     names = CLASS_NAMES[:classes]
-    if out.exists() and not any(out.iterdir()):
-        out.rmdir()
     with atomic_dir(out, overwrite=True) as tmp:
         jobs = []
         for ci, name in enumerate(names):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._io import atomic_dir, write_json, write_text
+from .._io import atomic_dir, check_out_dir, write_json, write_text
 from .._term import info
 from ..errors import DataError, UsageError
 from ..runtime.preprocess import ResizeMethod, image_size_arg
@@ -158,13 +158,6 @@ def _common_size(paths) -> tuple[int, int] | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is a file; choose a folder name")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
-
-
 def _report_bad(bad: dict, what: str) -> None:
     if not bad:
         return
@@ -292,7 +285,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     Args:
         data: ``root/<class>/*.jpg|png|...``.
         out: the run directory to create (refused when it exists and is not empty, unless
-            ``overwrite``).
+            ``overwrite``, and always when it is, holds or lies inside ``data`` or ``val_dir``).
         config: a TrainConfig; ``options`` override its fields (``model="mobilenet_v2"``, ...).
         overwrite: replace an existing run directory.
         verbose: print progress (decoding, one line per epoch) to stderr.
@@ -310,7 +303,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     """
     from ..data.cache import decode_images
     from ..data.folders import drop_bad, scan_folder
-    from ..data.splits import split_folder
+    from ..data.splits import check_val_folder, split_folder
 
     try:
         cfg = dataclasses.replace(config or TrainConfig(), **options)
@@ -318,12 +311,13 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         raise UsageError(f"unknown training option: {exc}") from None
     cfg = cfg.validated()
     say = info if verbose else (lambda msg: None)
-    out = Path(out).expanduser()
-    _check_out(out, overwrite)
+    out = check_out_dir(out, overwrite, inside=(data, cfg.val_dir))
     started = time.monotonic()
 
     folder = scan_folder(data)
     val_folder = scan_folder(cfg.val_dir, what="--val-dir") if cfg.val_dir else None
+    if val_folder is not None:
+        check_val_folder(folder, val_folder)  # before decoding; split_folder repeats it (cheap) for other callers
     size = cfg.image_size
     if size is None:
         common = _common_size(folder.paths)
@@ -481,8 +475,6 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
     from . import plots
 
-    if out.exists() and not any(out.iterdir()):
-        out.rmdir()
     with atomic_dir(out, overwrite=True) as tmp:
         infer.save(tmp / "model.keras")
         write_text(tmp / "labels.txt", "".join(f"{n}\n" for n in class_names))
