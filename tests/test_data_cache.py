@@ -68,7 +68,7 @@ def test_size_and_method_are_separate_caches(tmp_path):
     assert decode_images(paths_of(root), 8, root=root, show_progress=False).decoded == 0
 
 
-def test_bad_files_are_listed_with_reasons_and_not_retried(tmp_path):
+def test_bad_files_are_listed_with_reasons_and_retried_without_rewriting_the_cache(tmp_path):
     root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
     (root / "a" / "empty.png").write_bytes(b"")
     (root / "a" / "page.png").write_text("<html>not an image</html>")
@@ -80,8 +80,40 @@ def test_bad_files_are_listed_with_reasons_and_not_retried(tmp_path):
     assert "empty" in reasons["empty.png"]
     assert "not an image" in reasons["page.png"]
     assert "truncated" in reasons["cut.png"] or "corrupt" in reasons["cut.png"]
+    arrays = sorted(p.name for p in cache_dir_for(root, 8, "bilinear").glob("pixels-*.npy"))
     again = decode_images(paths_of(root), 8, root=root, show_progress=False)
-    assert again.decoded == 0 and set(again.bad) == set(r.bad)
+    assert again.reused == 4 and again.decoded == 3 and again.bad == r.bad
+    assert sorted(p.name for p in cache_dir_for(root, 8, "bilinear").glob("pixels-*.npy")) == arrays
+
+
+def test_a_failure_whose_cause_was_not_the_file_is_not_remembered(tmp_path, monkeypatch):
+    import functools
+
+    from edgeclf.data import cache
+
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(40, 30))
+    # as if EDGECLF_MAX_PIXELS had been set too low for this run
+    monkeypatch.setattr(cache, "load_image", functools.partial(load_image, max_pixels=100))
+    first = decode_images(paths_of(root), 8, root=root, workers=1, show_progress=False)
+    assert len(first.bad) == 4 and "EDGECLF_MAX_PIXELS" in next(iter(first.bad.values()))
+    monkeypatch.setattr(cache, "load_image", load_image)  # the user raised the limit
+    second = decode_images(paths_of(root), 8, root=root, workers=1, show_progress=False)
+    assert second.bad == {} and len(second.paths) == 4
+
+
+def test_an_update_removes_only_the_array_the_old_index_named(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    decode_images(paths_of(root), 8, root=root, show_progress=False)
+    cdir = cache_dir_for(root, 8, "bilinear")
+    previous = json.loads((cdir / "index.json").read_text())["pixels"]
+    # a concurrent run's fresh array (its index lost the race, or is about to be written)
+    np.save(cdir / "pixels-concurrent0.npy", np.zeros((1, 8, 8, 3), np.uint8))
+    write_image(root / "a" / "new.png", seed=99)
+    r = decode_images(paths_of(root), 8, root=root, show_progress=False)
+    names = {p.name for p in cdir.glob("pixels-*.npy")}
+    assert previous not in names
+    assert "pixels-concurrent0.npy" in names, "another run's array was deleted under it"
+    assert json.loads((cdir / "index.json").read_text())["pixels"] in names and len(r.paths) == 5
 
 
 def test_broken_cache_is_rebuilt_not_trusted(tmp_path):

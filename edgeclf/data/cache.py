@@ -3,12 +3,16 @@
 The cache for one dataset root, image size and resize method is a folder holding
 ``index.json`` and one ``pixels-<token>.npy`` array (N, H, W, 3). The index maps each file to
 its row, keyed by the file's (path, size, mtime); a changed, added or removed file is noticed
-on the next run, and only what changed is decoded again. Files that failed to decode are
-remembered with their reason under the same key, so they are not retried until they change.
+on the next run, and only what changed is decoded again. Files that failed to decode are not
+remembered: they are tried again on every run (they are rare, and the cause may have been
+outside the file: the EDGECLF_MAX_PIXELS limit, memory, permissions, a decoder version).
 
-Writes are atomic: a new array is written under a fresh name, then the index is replaced to
-point at it, then the old array is removed. A crash leaves the old cache usable. Two
-processes updating the same cache at once are not coordinated (the later index wins).
+Writes are atomic: a new array is written under a fresh name and opened, then the index is
+replaced to point at it, then only the array the previous index pointed to is removed (plus
+arrays no index has named for an hour, left by concurrent runs). An array is memory-mapped as
+soon as it is read, so removing its name never takes it from a process using it; a process
+that finds the index's array already gone rebuilds. A crash leaves the old cache usable. Two
+processes updating the same cache at once are not otherwise coordinated (the later index wins).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -166,30 +171,25 @@ def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=
     for p in paths:
         k = keys[p]
         e = index["entries"].get(p)
-        b = index["bad"].get(p)
         if k is not None and e is not None and e[:2] == k and old is not None:
             reuse[p] = e[2]
-        elif k is not None and b is not None and b[:2] == k:
-            bad[p] = b[2]
         else:
-            todo.append(p)
-
-    unchanged = (not todo and old is not None and len(reuse) == len(index["entries"])
-                 and set(bad) == set(index["bad"]))
-    if unchanged:
-        good = tuple(p for p in paths if p in reuse)
-        rows = np.asarray([reuse[p] for p in good], dtype=np.int64)
-        pixels = old if np.array_equal(rows, np.arange(len(old))) else old[rows]
-        return DecodedImages(good, pixels, bad, 0, len(reuse), cdir)
+            todo.append(p)  # new, changed, or failed last time (failures are always retried)
 
     fresh: dict[str, np.ndarray] = {}
-    for p, arr, reason in _decode_many(todo, (h, w), method, workers,
-                                       f"decoding {len(todo)} images", show_progress):
-        if arr is None:
-            bad[p] = reason
-        else:
-            fresh[p] = arr
+    if todo:
+        for p, arr, reason in _decode_many(todo, (h, w), method, workers,
+                                           f"decoding {len(todo)} images", show_progress):
+            if arr is None:
+                bad[p] = reason
+            else:
+                fresh[p] = arr
     good = tuple(p for p in paths if p in reuse or p in fresh)
+
+    if not fresh and old is not None and len(reuse) == len(index["entries"]):
+        rows = np.asarray([reuse[p] for p in good], dtype=np.int64)
+        pixels = old if np.array_equal(rows, np.arange(len(old))) else old[rows]
+        return DecodedImages(good, pixels, bad, len(todo), len(reuse), cdir)
 
     cdir.mkdir(parents=True, exist_ok=True)
     name = f"pixels-{uuid.uuid4().hex[:12]}.npy"
@@ -200,21 +200,34 @@ def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=
             arr[i] = fresh[p] if p in fresh else old[reuse[p]]
         arr.flush()
         del arr
+    # Map our array before the index names it: from then on another run may replace and
+    # remove it, and the mapping keeps the data.
+    pixels = np.load(target, mmap_mode="r")
     new_index = {
         "version": CACHE_VERSION, "root": os.path.abspath(root), "size": [h, w], "resize_method": method,
         "pixels": name,
-        "entries": {p: keys[p] + [i] for i, p in enumerate(good)},
-        "bad": {p: (keys[p] or [None, None]) + [bad[p]] for p in bad if keys[p] is not None},
+        "entries": {p: keys[p] + [i] for i, p in enumerate(good) if keys[p] is not None},
     }
     write_json(cdir / "index.json", new_index)
-    for f in cdir.glob("pixels-*.npy"):
-        if f.name != name:
-            try:
-                f.unlink()
-            except OSError:
-                pass
-    pixels = np.load(target, mmap_mode="r")
+    _remove_old_arrays(cdir, keep=name, previous=index.get("pixels"))
     return DecodedImages(good, pixels, bad, len(todo), len(reuse), cdir)
+
+
+_ORPHAN_AGE_S = 3600
+
+
+def _remove_old_arrays(cdir: Path, *, keep: str, previous) -> None:
+    """Remove the array the previous index named, and arrays no run has touched for an hour
+    (left by a concurrent run whose index lost). Never a fresh array of a concurrent run."""
+    now = time.time()
+    for f in cdir.glob("pixels-*.npy"):
+        if f.name == keep:
+            continue
+        try:
+            if f.name == previous or now - f.stat().st_mtime > _ORPHAN_AGE_S:
+                f.unlink()
+        except OSError:
+            pass
 
 
 def _fresh(paths, size, method, workers, show) -> DecodedImages:
@@ -232,7 +245,7 @@ def _fresh(paths, size, method, workers, show) -> DecodedImages:
 
 
 def _read_index(cdir: Path, size, method):
-    empty = {"entries": {}, "bad": {}}
+    empty = {"entries": {}}
     try:
         index = json.loads((cdir / "index.json").read_text("utf-8"))
         if (index.get("version") != CACHE_VERSION or index.get("size") != list(size)
@@ -242,7 +255,6 @@ def _read_index(cdir: Path, size, method):
         if old.dtype != np.uint8 or old.shape[1:] != (size[0], size[1], 3) \
                 or len(old) != len(index["entries"]):
             return empty, None
-        index.setdefault("bad", {})
         return index, old
     except (OSError, ValueError, KeyError, TypeError):
         return empty, None
