@@ -343,3 +343,14 @@ def test_missing_tensorflow_is_said_before_any_work(tmp_path, monkeypatch):
     assert r.exit_code == 1 and 'pip install "edgeclf[train]"' in r.stderr, r.output
     assert "split" not in r.output and "images in" not in r.output, f"work started first: {r.output}"
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_on_a_folder_with_no_readable_image(tmp_path):
+    data = tmp_path / "data"
+    for cls in ("red", "green", "blue"):
+        (data / cls).mkdir(parents=True)
+        (data / cls / "1.png").write_text("x")
+    r = cli("compare", MODEL, FIXTURES / "colour_int8.tflite", "--data", data)
+    assert r.exit_code == 1, r.output
+    errs = error_lines(r)
+    assert len(errs) == 1 and "none of the 3 images could be read" in errs[0], r.stderr

@@ -144,7 +144,10 @@ class Classifier:
         if kind is OutputKind.SIGMOID:
             p = np.clip(raw[:, :1], 0.0, 1.0)
             return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
-        return raw.astype(np.float32, copy=False)
+        # Already probabilities; a quantized softmax output (steps of 1/256) need not sum to 1.
+        p = np.clip(raw.astype(np.float32, copy=False), 0.0, None)
+        total = p.sum(axis=1, keepdims=True)
+        return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
 
     def preprocess(self, image: "ImageSource") -> np.ndarray:
         """One image as this model takes it: uint8 ``(H, W, 3)`` at ``input_size``."""

@@ -73,12 +73,20 @@ class LiteRTBackend:
                                  f"({first_line(exc)}); the file is damaged; copy or export it again") from None
 
     def _producer(self, tensor_index: int):
-        """Name of the op writing the output ('SOFTMAX', 'FULLY_CONNECTED', ...), or None."""
+        """Name of the op computing the output ('SOFTMAX', 'FULLY_CONNECTED', ...), or None.
+
+        A full-integer file ends in QUANTIZE (or DEQUANTIZE with float I/O) after the real
+        op; those only change the number format, so look through them."""
         try:
-            for op in self._interp._get_ops_details():
-                if tensor_index in list(op["outputs"]):
+            ops = list(self._interp._get_ops_details())
+            for _ in range(len(ops)):
+                op = next((o for o in ops if tensor_index in list(o["outputs"])), None)
+                if op is None:
+                    return None
+                if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") or len(op["inputs"]) != 1:
                     return op["op_name"]
-        except (AttributeError, KeyError, RuntimeError, ValueError):  # private API: best effort
+                tensor_index = int(op["inputs"][0])
+        except (AttributeError, KeyError, RuntimeError, ValueError, TypeError):  # private API: best effort
             pass
         return None
 

@@ -400,6 +400,12 @@ class ImageSet:
         if first:
             self._keep = keep
             # Batches decoded earlier at another size can no longer exist (this is the first).
+            if self._sources and not keep.any():
+                from ..errors import DataError
+
+                path, reason = self.skipped[0]
+                raise DataError(f"none of the {len(self._sources)} images could be read "
+                                f"(the first, {path}: {reason}); check the --data folder")
         arr = np.stack(out) if out else np.zeros((0, *key[0], 3), np.uint8)
         self._cache[key] = arr
         return arr
