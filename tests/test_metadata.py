@@ -87,6 +87,10 @@ def test_onnx_round_trip():
         ('{"labels": ["a", "b", "c"], "input_size": [8, 8], "output_kind": "sigmoid"}', "2 labels"),
         ('{"labels": ["a"], "input_size": [8, 8], "output_kind": "banana"}', "malformed"),
         ('{"input_size": [8, 8]}', "malformed"),
+        ('{"labels": ["a"], "input_size": [8, 8], "layout": "NCHW"}', "layout"),
+        ('{"labels": ["a"], "input_size": [8, 8], "color_order": "BGR"}', "color_order"),
+        ('{"labels": ["a"], "input_size": [8, 8], "value_range": [-1, 1]}', "value_range"),
+        ('{"labels": ["a"], "input_size": [8, 8], "resize_method": "magic"}', "resize_method"),
     ],
 )
 def test_malformed_metadata_is_a_model_file_error(doc, match):

@@ -184,3 +184,16 @@ def test_load_batch_stacks():
     b = load_batch([arr, arr], 8)
     assert b.shape == (2, 8, 8, 3) and b.dtype == np.uint8
     assert load_batch([], 8).shape == (0, 8, 8, 3)
+
+
+def test_a_path_and_an_unloaded_pil_image_give_the_same_pixels(tmp_path):
+    p = tmp_path / "big.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(p)
+    np.testing.assert_array_equal(load_image(p, 64), load_image(Image.open(p), 64),
+                                  err_msg="draft decoding applied to paths only")
+
+
+def test_a_dark_16bit_png_stays_dark(tmp_path):
+    p = _save(tmp_path, "dark16.png", Image.fromarray(np.full((8, 8), 200, np.uint16)))
+    assert np.all(load_image(p, 8) == 1), "16-bit value 200 is 200/257 of full scale, not 200/255"

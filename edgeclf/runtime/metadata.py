@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 from ..errors import ModelFileError, UsageError
 
 METADATA_KEY = "edgeclf"
+_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos")  # preprocess.ResizeMethod
 FORMAT_VERSION = 1
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -106,6 +107,16 @@ class ModelMetadata:
                 raise ValueError("value_range must be [low, high]")
             if kind is OutputKind.SIGMOID and len(labels) != 2:
                 raise ValueError("a sigmoid model needs exactly 2 labels")
+            # The runtime feeds NHWC RGB 0..255 and knows these resize methods; a file that
+            # asks for anything else would silently get the wrong pixels.
+            if d.get("layout", "NHWC") != "NHWC":
+                raise ValueError(f"layout {d.get('layout')!r} is not supported (only NHWC)")
+            if d.get("color_order", "RGB") != "RGB":
+                raise ValueError(f"color_order {d.get('color_order')!r} is not supported (only RGB)")
+            if [float(v) for v in vr] != [0.0, 255.0]:
+                raise ValueError(f"value_range {vr} is not supported (only [0, 255]: normalisation lives in the model)")
+            if d.get("resize_method", "bilinear") not in _RESIZE_METHODS:
+                raise ValueError(f"resize_method {d.get('resize_method')!r} is not one of {', '.join(_RESIZE_METHODS)}")
             extra = d.get("extra", {})
             return cls(
                 labels=tuple(labels),

@@ -146,8 +146,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode in _WIDE_INT_MODES:
         arr = np.asarray(img).astype(np.float64)
-        # 16-bit data is the common case; a 32-bit "I" image holding 0..255 stays as is.
-        scale = 257.0 if arr.size and arr.max() > 255 else 1.0
+        # "I;16*" is 16-bit by definition, however dark; only a 32-bit "I" image (which
+        # Pillow also uses for some 8-bit data) is judged by its values.
+        scale = 257.0 if mode.startswith("I;16") or (arr.size and arr.max() > 255) else 1.0
         arr8 = np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, "L").convert("RGB")
     if mode == "F":
@@ -194,6 +195,12 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS,
         img = source
         if getattr(img, "is_animated", False):
             img.seek(0)
+        if draft_to is not None and img.format == "JPEG":  # a no-op once the image is loaded
+            # Same DCT-scaled decode as for a path, so a path and Image.open(path) give the same pixels.
+            try:
+                img.draft("RGB", (max(draft_to), max(draft_to)))
+            except (OSError, ValueError):
+                pass
         img = _exif_upright(img)
     elif isinstance(source, (str, os.PathLike)):
         img = _open(Path(source), max_pixels, draft_to)
