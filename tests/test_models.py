@@ -127,3 +127,22 @@ def test_cli_models_lists_all_and_summary_shows_params():
     assert "conv1" in r.output and "training-only augmentation" in r.output
     r = runner.invoke(main, ["models", "nope"])
     assert r.exit_code == 2 and "unknown model" in r.output
+
+
+@pytest.mark.parametrize("name,alpha", [("mobilenet_v2", 0.6), ("mobilenet_v3_small", 0.5)])
+def test_imagenet_weights_for_a_width_keras_lacks_is_a_usage_error(name, alpha):
+    with pytest.raises(UsageError, match="--alpha"):
+        build_model(name, image_size=32, num_classes=2, weights="imagenet", alpha=alpha)
+
+
+def test_no_network_for_imagenet_weights_is_a_usage_error(monkeypatch):
+    from edgeclf._optional import import_keras
+
+    keras = import_keras()
+
+    def offline(*a, **k):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- no route to host")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(UsageError, match="cannot download the imagenet weights .*--weights none"):
+        build_model("mobilenet_v2", image_size=32, num_classes=2, weights="imagenet")

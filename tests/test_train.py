@@ -191,3 +191,28 @@ def test_val_dir_equal_to_the_data_is_refused_before_decoding(tmp_path):
     r = CliRunner().invoke(main, ["train", str(data), "--val-dir", str(data), "--out", str(tmp_path / "run")])
     assert r.exit_code == 1, r.output
     assert r.output.startswith("Error: --val-dir") and "training data" in r.output, r.output
+
+
+def test_large_common_size_falls_back_to_the_model_default(tmp_path):
+    from edgeclf.train.trainer import _auto_image_size
+
+    small = make_folder(tmp_path / "small", {"a": 1, "b": 1}, size=(64, 48))
+    big = make_folder(tmp_path / "big", {"a": 1, "b": 1}, size=(640, 480))
+    paths = lambda root: sorted(str(p) for p in root.rglob("*.png"))  # noqa: E731
+    assert _auto_image_size(paths(small), "tutorial_cnn")[0] == (48, 64)
+    size, why = _auto_image_size(paths(big), "tutorial_cnn")
+    assert size == (180, 180) and "480x640" in why and "512" in why
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--model", "mobilenet_v2", "--image-size", "32", "--weights", "imagenet", "--alpha", "0.6"], "--alpha"),
+    (["--model", "horse_human_cnn"], "exactly 2 classes"),
+    (["--model", "tutorial_cnn", "--weights", "missing.weights.h5"], "no such file"),
+])
+def test_a_model_that_cannot_be_built_is_refused_before_decoding(tmp_path, monkeypatch, args, words):
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+    data = make_folder(tmp_path / "d", {"a": 2, "b": 2, "c": 2})
+    r = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines()[-1].startswith("Error: ") and words in r.output, r.output
+    assert not (tmp_path / "cache").exists(), "images were decoded before the model options were checked"

@@ -143,7 +143,18 @@ class TrainResult:
                 "metrics": self.metrics}
 
 
+# The largest "common size" of the data the trainer adopts on its own: a folder of phone photos
+# all 3024x4032 would otherwise train at 12 megapixels (37 MB per cached image).
+MAX_AUTO_SIDE = 512
+
+
 def _common_size(paths) -> tuple[int, int] | None:
+    """The (h, w) every readable image of ``paths`` shares, else None.
+
+    Reads the header sizes only (cheap), so an EXIF rotation is not applied: a folder of
+    rotated photos can share a size here that ``load_image`` would see transposed. That only
+    decides the training size (the images are resized to it either way), never the pixels.
+    """
     from PIL import Image
 
     sizes = set()
@@ -156,6 +167,18 @@ def _common_size(paths) -> tuple[int, int] | None:
         if len(sizes) > 1:
             return None
     return sizes.pop() if len(sizes) == 1 else None
+
+
+def _auto_image_size(paths, model: str) -> tuple[tuple[int, int], str]:
+    """The training size when no --image-size is given, and why (for the log line)."""
+    default = image_size_arg(zoo.DEFAULT_SIZES[model])
+    common = _common_size(paths)
+    if common is None:
+        return default, f"{model}'s default"
+    if max(common) > MAX_AUTO_SIDE:
+        return default, (f"{model}'s default: the images share {common[0]}x{common[1]}, larger than "
+                         f"{MAX_AUTO_SIDE} px, too big to train at")
+    return common, "the size every image in the data shares"
 
 
 def _report_bad(bad: dict, what: str) -> None:
@@ -320,11 +343,12 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         check_val_folder(folder, val_folder)  # before decoding; split_folder repeats it (cheap) for other callers
     size = cfg.image_size
     if size is None:
-        common = _common_size(folder.paths)
-        size = common or image_size_arg(zoo.DEFAULT_SIZES[cfg.model])
-        why = "the size every image in the data shares" if common else f"{cfg.model}'s default"
+        size, why = _auto_image_size(folder.paths, cfg.model)
         say(f"image size {size[0]}x{size[1]} ({why}; set --image-size to change)")
         cfg = dataclasses.replace(cfg, image_size=size)
+    # refuse a model that cannot be built before spending minutes decoding the images
+    zoo.check_options(cfg.model, image_size=size, num_classes=len(folder.class_names), weights=cfg.weights,
+                      alpha=cfg.alpha)
     say(f"{len(folder.files)} images in {len(folder.class_names)} classes: {', '.join(folder.class_names)}")
 
     decoded = decode_images(folder.paths, size, resize_method=cfg.resize_method, root=folder.root,

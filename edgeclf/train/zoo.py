@@ -158,8 +158,17 @@ def _transfer(name, app, image_size, num_classes, weights, extra) -> BuiltModel:
     before = {id(layer) for layer in keras.Model(inp, x).layers}
     from .._quiet import native_stderr_silenced
 
-    with native_stderr_silenced():
-        base = app(input_tensor=x, include_top=False, weights=_app_weights(weights), **extra)
+    try:
+        with native_stderr_silenced():
+            base = app(input_tensor=x, include_top=False, weights=_app_weights(weights), **extra)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"{name} cannot be built with --weights {weights or 'none'} and --alpha "
+                         f"{extra.get('alpha')}: {exc}") from None
+    except Exception as exc:  # Keras' get_file raises a bare Exception("URL fetch failure ...")
+        if "URL fetch failure" in str(exc) or isinstance(exc, OSError):
+            raise UsageError("cannot download the imagenet weights (no network?); use --weights none or a "
+                             "local weights file") from None
+        raise
     base_layers = tuple(layer.name for layer in base.layers if id(layer) not in before)
     if _app_weights(weights) is None:
         # Keras' MobileNets use BatchNorm momentum 0.999, tuned for ImageNet-length runs. From
@@ -238,12 +247,13 @@ def describe(name: str) -> str:
     return SUMMARIES[name]
 
 
-def build_model(name: str, *, image_size=None, num_classes: int, weights=None, **options) -> BuiltModel:
-    """Build zoo model ``name`` (see ``MODELS``).
+# The widths Keras has ImageNet weights for.
+IMAGENET_ALPHAS = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), "mobilenet_v3_small": (0.75, 1.0)}
 
-    Raises:
-        UsageError: an unknown name, a bad size or class count, or weights that do not fit.
-    """
+
+def check_options(name: str, *, image_size=None, num_classes: int, weights=None, alpha: float = 1.0) -> None:
+    """Everything ``build_model`` would refuse that can be known without TensorFlow: call it
+    before slow work (decoding the images). Raises UsageError."""
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     if num_classes < 2:
@@ -251,4 +261,33 @@ def build_model(name: str, *, image_size=None, num_classes: int, weights=None, *
     size = image_size_arg(DEFAULT_SIZES[name] if image_size is None else image_size)
     if min(size) < 8:
         raise UsageError(f"image size {size[0]}x{size[1]} is too small for {name} (at least 8 pixels)")
+    if name == "horse_human_cnn" and num_classes != 2:
+        raise UsageError(f"horse_human_cnn is a binary (one sigmoid unit) model and needs exactly 2 classes; "
+                         f"got {num_classes}")
+    transfer = name in IMAGENET_ALPHAS
+    if transfer and min(size) < 32:
+        raise UsageError(f"{name} needs an image size of at least 32 pixels; got {size[0]}x{size[1]}")
+    if transfer and not alpha > 0:
+        raise UsageError(f"--alpha must be a positive width multiplier; got {alpha}")
+    if weights == "imagenet":
+        if not transfer:
+            raise UsageError(f"{name} is trained from scratch; --weights imagenet is for mobilenet_v2 "
+                             "and mobilenet_v3_small. Use none or the path of a weights file of this model")
+        if float(alpha) not in IMAGENET_ALPHAS[name]:
+            raise UsageError(f"--weights imagenet has {name} weights only for --alpha "
+                             f"{', '.join(f'{a:g}' for a in IMAGENET_ALPHAS[name])}; got --alpha {alpha:g}")
+    elif weights not in (None, "none") and not Path(weights).expanduser().is_file():
+        raise UsageError(f"--weights {weights}: no such file; use none, imagenet or the path of a weights file")
+
+
+def build_model(name: str, *, image_size=None, num_classes: int, weights=None, **options) -> BuiltModel:
+    """Build zoo model ``name`` (see ``MODELS``).
+
+    Raises:
+        UsageError: an unknown name, a bad size or class count, weights that do not fit, an
+            --alpha without ImageNet weights, or ImageNet weights that cannot be downloaded.
+    """
+    check_options(name, image_size=image_size, num_classes=num_classes, weights=weights,
+                  alpha=options.get("alpha", 1.0))
+    size = image_size_arg(DEFAULT_SIZES[name] if image_size is None else image_size)
     return MODELS[name](size, num_classes, weights=weights, **options)
