@@ -184,3 +184,17 @@ def test_output_kind_of_a_file_without_metadata_is_read_off_the_graph(monkeypatc
     # Taken as probabilities: no softmax, only renormalised so each row sums to 1.
     np.testing.assert_allclose(softmaxed.predict_proba(x), raw / raw.sum(axis=1, keepdims=True), rtol=1e-6,
                                err_msg="probabilities were put through a softmax")
+
+
+def test_to_probabilities_for_every_output_kind():
+    from edgeclf.runtime.classifier import to_probabilities
+
+    p = to_probabilities(np.array([[1000.0, 0.0, -1000.0]]), OutputKind.LOGITS)
+    np.testing.assert_allclose(p, [[1.0, 0.0, 0.0]], atol=1e-6, err_msg="softmax of large logits")
+    p = to_probabilities(np.array([[0.25], [1.2]]), OutputKind.SIGMOID)
+    np.testing.assert_allclose(p, [[0.75, 0.25], [0.0, 1.0]], err_msg="sigmoid to two columns, clipped")
+    p = to_probabilities(np.array([[0.5, 0.49609375, 0.0], [0.0, 0.0, 0.0]]), OutputKind.PROBABILITIES)
+    np.testing.assert_allclose(p.sum(axis=1), [1.0, 1.0], rtol=1e-6, err_msg="rows must sum to 1")
+    np.testing.assert_allclose(p[1], [1 / 3] * 3, rtol=1e-6, err_msg="an all-zero row becomes uniform")
+    for kind in OutputKind:
+        assert to_probabilities(np.zeros((2, 1 if kind is OutputKind.SIGMOID else 3)), kind).dtype == np.float32

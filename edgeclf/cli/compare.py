@@ -106,7 +106,7 @@ def _keras_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_keras"))
 
 
-def keras_reference(run: Path, images, labels, *, latency_runs=20, latency_seconds=1.0):
+def keras_reference(run: Path, images, labels, *, threads=None, latency_runs=50, latency_seconds=1.0):
     """The run's Keras model as the reference ModelOutput (imports TensorFlow; only then)."""
     import json
     import time
@@ -119,6 +119,7 @@ def keras_reference(run: Path, images, labels, *, latency_runs=20, latency_secon
     from ..errors import ModelFileError
     from ..runtime.latency import measure_latency
     from ..runtime.metadata import read_labels_file
+    from ..runtime.classifier import to_probabilities
     from ..runtime.parity import ModelOutput, align_columns, predict_all
 
     model_path = run / "model.keras"
@@ -130,8 +131,16 @@ def keras_reference(run: Path, images, labels, *, latency_runs=20, latency_secon
     size = tuple(config.get("image_size") or ())
     kind = config.get("output_kind", "logits")
     model_labels = read_labels_file(run / "labels.txt") if (run / "labels.txt").exists() else labels
+    keras = import_keras()  # before the clock: load time is the model's, not TensorFlow's import
+    if threads is not None:
+        import tensorflow as tf
+
+        try:  # the same thread count as the files get; impossible once TensorFlow has run an op
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            threads = None
     t0 = time.perf_counter_ns()
-    keras = import_keras()
     with native_stderr_silenced():
         try:
             model = keras.models.load_model(model_path, compile=False)
@@ -143,23 +152,16 @@ def keras_reference(run: Path, images, labels, *, latency_runs=20, latency_secon
     batch = images.batch(size, config.get("resize_method", "bilinear"))
 
     def proba(x):
-        raw = np.asarray(model(x.astype(np.float32), training=False), np.float64)
-        if kind == "sigmoid":
-            p1 = raw.reshape(-1)
-            return np.stack([1 - p1, p1], axis=1).astype(np.float32)
-        if kind == "logits":
-            e = np.exp(raw - raw.max(axis=1, keepdims=True))
-            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-        return raw.astype(np.float32)
+        return to_probabilities(np.asarray(model(x.astype(np.float32), training=False)), kind)
 
     probs = align_columns(predict_all(proba, batch, label=f"{'model.keras':<24}"), model_labels, labels,
                           name=str(model_path))
     latency = None
     if len(batch) and latency_runs:
         one = batch[:1]
-        latency = measure_latency(lambda: proba(one), warmup=2, runs=latency_runs, seconds=latency_seconds)
+        latency = measure_latency(lambda: proba(one), warmup=3, runs=latency_runs, seconds=latency_seconds)
     return ModelOutput(path=str(model_path), format="keras", precision="float32",
-                       size_bytes=model_path.stat().st_size if model_path.exists() else None, threads=None,
+                       size_bytes=model_path.stat().st_size if model_path.exists() else None, threads=threads,
                        input_size=size, load_ms=load_ms, latency=latency, probs=probs)
 
 
@@ -276,7 +278,7 @@ def run_compare(models, *, data, reference=None, threads=None, max_accuracy_drop
             raise UsageError("--reference keras needs --data to be a run directory (with model.keras)")
         if not (ev.root / "model.keras").exists():
             raise UsageError(f"--reference keras: {ev.root / 'model.keras'} does not exist")
-        ref = keras_reference(ev.root, images, ev.labels)
+        ref = keras_reference(ev.root, images, ev.labels, threads=threads)
     elif reference is not None and not Path(reference).exists():
         raise UsageError(f"reference model {reference} does not exist; give a model file or 'keras'")
     cmp = compare_models(paths, images, ev.labels, reference=ref, threads=threads,

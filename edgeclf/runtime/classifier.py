@@ -62,6 +62,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def to_probabilities(raw: np.ndarray, kind: OutputKind) -> np.ndarray:
+    """A model's raw output as float32 ``(N, classes)`` probabilities, each row summing to 1.
+
+    ``logits``: softmax. ``sigmoid``: one unit, the probability of label 1, becomes
+    ``[1 - p, p]``. ``probabilities``: clipped and renormalised (a quantized softmax output,
+    in steps of 1/256, need not sum to 1). The one conversion for the runtime, the export
+    checks and the Keras reference alike.
+    """
+    kind = OutputKind(kind)
+    raw = np.asarray(raw)
+    if kind is OutputKind.LOGITS:
+        return softmax(raw)
+    if kind is OutputKind.SIGMOID:
+        p = np.clip(raw.reshape(len(raw), -1)[:, :1], 0.0, 1.0).astype(np.float32)
+        return np.concatenate([1.0 - p, p], axis=1)
+    p = np.clip(raw.astype(np.float32, copy=False), 0.0, None)
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.full_like(p, 1.0 / max(p.shape[1], 1)), where=total > 0)
+
+
 def _threads_arg(threads) -> int:
     if threads is None:
         return physical_cores()
@@ -137,17 +157,7 @@ class Classifier:
                 "Use predict() for files or images of other sizes")
         if x.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        raw = self._backend.predict(np.ascontiguousarray(x))
-        kind = self.metadata.output_kind
-        if kind is OutputKind.LOGITS:
-            return softmax(raw)
-        if kind is OutputKind.SIGMOID:
-            p = np.clip(raw[:, :1], 0.0, 1.0)
-            return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
-        # Already probabilities; a quantized softmax output (steps of 1/256) need not sum to 1.
-        p = np.clip(raw.astype(np.float32, copy=False), 0.0, None)
-        total = p.sum(axis=1, keepdims=True)
-        return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+        return to_probabilities(self._backend.predict(np.ascontiguousarray(x)), self.metadata.output_kind)
 
     def preprocess(self, image: "ImageSource") -> np.ndarray:
         """One image as this model takes it: uint8 ``(H, W, 3)`` at ``input_size``."""

@@ -471,9 +471,11 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
     import time
 
     from . import load_classifier
+    from .backend import import_engine
     from .latency import measure_latency
 
     name = os.path.basename(str(path))
+    import_engine(path)
     t0 = time.perf_counter_ns()
     clf = load_classifier(path, threads=threads) if model_labels is None else \
         load_classifier(path, threads=threads, labels=model_labels)
