@@ -66,21 +66,44 @@ def fit(keras, model, samples, *, head="logits", epochs=3):
     return model
 
 
-def write_run_dir(run: Path, model, samples, labels=LABELS, *, output_kind="logits", seed=123):
-    """A run directory as docs/contracts.md describes it."""
-    import random
-
-    run.mkdir(parents=True, exist_ok=True)
-    model.save(run / "model.keras")
-    (run / "labels.txt").write_text("\n".join(labels) + "\n")
+def write_config(run: Path, labels=LABELS, *, output_kind="logits", seed=123):
     (run / "config.json").write_text(json.dumps({
         "model": "tiny_cnn", "image_size": [SIZE, SIZE], "num_classes": len(labels),
         "output_kind": output_kind, "resize_method": "bilinear", "seed": seed}))
-    items = list(samples)
-    random.Random(seed).shuffle(items)
-    n_val = len(items) // 5
-    (run / "split.json").write_text(json.dumps({
-        "root": str(Path(items[0][0]).parent.parent), "class_names": list(labels), "seed": seed,
-        "val_split": 0.2, "test_split": 0.0, "train": [list(s) for s in items[n_val:]],
-        "val": [list(s) for s in items[:n_val]], "test": [], "skipped": []}))
+
+
+def write_split(run: Path, data_root: Path, labels=LABELS, *, seed=123, val_split=0.2, test_split=0.0) -> dict:
+    """split.json as ``edgeclf train`` writes it (the data package's own split), with the
+    indices of ``labels`` (the class folders sort differently from LABELS)."""
+    from edgeclf.data.folders import scan_folder
+    from edgeclf.data.splits import split_folder
+
+    split = split_folder(scan_folder(data_root), val_split=val_split, test_split=test_split, seed=seed).to_dict()
+    to_label = [list(labels).index(name) for name in split["class_names"]]
+    for part in ("train", "val", "test"):
+        split[part] = [[p, to_label[y]] for p, y in split[part]]
+    split["class_names"] = list(labels)
+    (run / "split.json").write_text(json.dumps(split))
+    return split
+
+
+def write_run_dir(run: Path, model, samples, labels=LABELS, *, output_kind="logits", seed=123):
+    """A run directory as docs/contracts.md describes it (``samples`` come from make_images)."""
+    run.mkdir(parents=True, exist_ok=True)
+    model.save(run / "model.keras")
+    (run / "labels.txt").write_text("\n".join(labels) + "\n")
+    write_config(run, labels, output_kind=output_kind, seed=seed)
+    write_split(run, Path(samples[0][0]).parent.parent, labels, seed=seed)
     return run
+
+
+def copy_run(run: Path, dest: Path, *, seed=123, val_split=0.2, test_split=0.0) -> dict:
+    """A copy of ``run`` (same model) with another seed and split; returns the split."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    for name in ("model.keras", "labels.txt"):
+        shutil.copy(run / name, dest / name)
+    write_config(dest, seed=seed)
+    root = Path(json.loads((run / "split.json").read_text())["root"])
+    return write_split(dest, root, seed=seed, val_split=val_split, test_split=test_split)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_helpers import LABELS, SIZE, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
+from _export_helpers import LABELS, SIZE, copy_run, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
 from edgeclf.errors import ExportError, ModelFileError, UsageError  # noqa: E402
 from edgeclf.runtime.metadata import file_sha256  # noqa: E402
@@ -240,11 +240,12 @@ def test_quantization_collapse_is_caught(run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-def test_user_keras_file_with_labels_via_cli(keras, tmp_path):
+def test_user_keras_file_with_labels_via_cli(keras, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from edgeclf.cli import main
 
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
     samples = make_images(tmp_path / "data", per_class=12, labels=("cat", "dog"))
     keras.utils.set_random_seed(1)
     model = fit(keras, tiny_cnn(keras, 2, head="sigmoid", augment=True), samples, head="sigmoid", epochs=3)
@@ -411,6 +412,92 @@ def test_calibration_folder_for_a_model_without_data(run_dir, tmp_path):
     assert report.calibration["size"] == 10 and report.calibration["source"] == str(loose.resolve())
     assert report.validation["source"].startswith("calibration images") and not report.validation["labelled"]
     assert report.files[0].accuracy is None and report.keras_accuracy is None
+
+
+def _real(items) -> set:
+    return {os.path.realpath(p) for p, _ in items}
+
+
+def test_calibration_folder_never_holds_validation_or_test_images(run_dir, tmp_path, monkeypatch):
+    """--calibration DATA given relative, as ./DATA or through a symlink still leaves out the
+    run's validation and test images (split.json holds them as absolute real paths)."""
+    from edgeclf.export.source import load_source
+
+    split = copy_run(run_dir, tmp_path / "run", test_split=0.2)
+    data = Path(split["root"])
+    held = _real(split["val"]) | _real(split["test"])
+    assert split["test"] and split["val"]
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    monkeypatch.chdir(data.parent)
+    for given in (data.name, f"./{data.name}", str(tmp_path / "link")):
+        src = load_source(tmp_path / "run", calibration=given)
+        assert src.calibration and not (_real(src.calibration) & held), given
+        assert len(src.calibration) == len(split["train"]), given
+
+
+def test_data_is_split_as_the_run_was_with_the_runs_seed(run_dir, tmp_path, monkeypatch):
+    """export --data on the run's own data reproduces the run's split (seed from config.json),
+    so no training image ends up validating the export."""
+    from edgeclf.errors import DataError
+    from edgeclf.export.source import load_source
+
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+    split = copy_run(run_dir, tmp_path / "run", seed=7)
+    data = Path(split["root"])
+    monkeypatch.chdir(data.parent)
+    src = load_source(tmp_path / "run", data=data.name)
+    assert sorted(src.val) == sorted(tuple(x) for x in split["val"])
+    assert sorted(src.train) == sorted(tuple(x) for x in split["train"])
+    assert src.seed == 7
+    assert load_source(tmp_path / "run", data=data.name, seed=8).seed == 8
+    # A folder whose classes are not the model's labels is refused by name.
+    other = tmp_path / "other"
+    make_images(other, per_class=2, labels=("red", "purple"))
+    with pytest.raises(DataError, match="purple is not among the model's labels"):
+        load_source(tmp_path / "run", data=other)
+
+
+def test_one_logit_binary_model_is_refused_clearly(keras, tmp_path):
+    from edgeclf.export.source import load_source
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inp, keras.layers.Dense(1)(keras.layers.Flatten()(inp))).save(tmp_path / "logit.keras")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(ModelFileError, match=r"ends in one unit without a sigmoid; edgeclf needs a binary model "
+                                             r"to end in Dense\(1, activation='sigmoid'\) \(or N logits\)"):
+        load_source(tmp_path / "logit.keras", labels_file=tmp_path / "labels.txt")
+
+
+def test_unreadable_validation_images_are_named_not_called_no_data(run_dir, tmp_path):
+    from edgeclf.export.exporter import export_model
+
+    split = copy_run(run_dir, tmp_path / "run")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i, (p, y) in enumerate(split["val"]):
+        (bad / f"{i}.png").write_bytes(b"not a png")
+    split["val"] = [[str(bad / f"{i}.png"), y] for i, (_, y) in enumerate(split["val"])]
+    (tmp_path / "run" / "split.json").write_text(json.dumps(split))
+    report = export_model(tmp_path / "run", tmp_path / "o", formats=["tflite"], precisions=["float32"])
+    assert f"none of the {len(split['val'])} validation images could be read" in report.validation["source"]
+    assert "no data given" not in report.validation["source"]
+
+
+def test_each_image_is_decoded_once_per_export(run_dir, tmp_path, monkeypatch):
+    from edgeclf.export import calibration
+    from edgeclf.export.exporter import export_model
+
+    seen: list = []
+    real = calibration.load_image
+
+    def counting(path, *a, **kw):
+        seen.append(os.path.realpath(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(calibration, "load_image", counting)
+    report = export_model(run_dir, tmp_path / "o", formats=["tflite"], precisions=["int8", "qat"], qat_epochs=0)
+    assert report.calibration["size"] == 48 and report.qat["train_images"] == 48
+    assert len(seen) == 60 and len(set(seen)) == 60, "an image was decoded twice"
 
 
 def test_qat_ranges_start_from_the_float_activations_not_tfmot_defaults(keras):

@@ -1,10 +1,16 @@
-"""Images for calibration and validation, decoded by the one preprocessing function."""
+"""Images for calibration and validation, decoded by the one preprocessing function.
+
+One ``ImageBank`` per export decodes each distinct image once: the calibration sample is a
+subset of the training images that QAT reads again, and ``--data`` is decoded whole before
+it is split.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +36,41 @@ class ImageSet:
         return len(self) > 0 and bool((self.indices >= 0).all())
 
 
+class ImageBank:
+    """Decoded images of one size and resize method, keyed by absolute path; each path is
+    decoded at most once (an unreadable one is remembered with its reason)."""
+
+    def __init__(self, size, resize_method: str = "bilinear"):
+        self.size = (int(size[0]), int(size[1]))
+        self.resize_method = str(resize_method)
+        self._pixels: dict[str, np.ndarray] = {}
+        self._bad: dict[str, str] = {}
+        self.decoded = 0
+
+    def add(self, paths: Sequence[str], pixels, bad: Optional[dict] = None) -> None:
+        """Take images decoded elsewhere (``edgeclf.data.cache.decode_images``)."""
+        for i, p in enumerate(paths):
+            self._pixels[os.path.abspath(p)] = pixels[i]
+        for p, why in (bad or {}).items():
+            self._bad[os.path.abspath(p)] = why
+
+    def get(self, path) -> np.ndarray:
+        """The image at ``path``; ImageError when it cannot be read."""
+        key = os.path.abspath(str(path))
+        if key in self._pixels:
+            return self._pixels[key]
+        if key in self._bad:
+            raise ImageError(path, self._bad[key])
+        try:
+            arr = load_image(key, self.size, resize_method=self.resize_method)
+        except ImageError as exc:
+            self._bad[key] = exc.reason
+            raise
+        self.decoded += 1
+        self._pixels[key] = arr
+        return arr
+
+
 def stratified_sample(samples: Sequence[tuple[str, int]], n: int, *, seed: int) -> list[tuple[str, int]]:
     """``n`` samples spread evenly over the classes (round-robin over shuffled classes), seeded."""
     rng = random.Random(seed)
@@ -50,13 +91,16 @@ def stratified_sample(samples: Sequence[tuple[str, int]], n: int, *, seed: int) 
 
 
 def load_images(samples: Sequence[tuple[str, int]], size, *, resize_method: str = "bilinear",
-                what: str = "images") -> ImageSet:
-    """Decode ``samples``; unreadable images are skipped and listed, never fatal."""
+                what: str = "images", bank: Optional[ImageBank] = None) -> ImageSet:
+    """Decode ``samples`` (through ``bank`` when given, so nothing is decoded twice);
+    unreadable images are skipped and listed, never fatal."""
     h, w = size
+    if bank is None:
+        bank = ImageBank((h, w), resize_method)
     arrays, idx, paths, skipped = [], [], [], []
     for path, i in samples:
         try:
-            arrays.append(load_image(path, (h, w), resize_method=resize_method))
+            arrays.append(bank.get(path))
         except ImageError as exc:
             skipped.append((str(path), exc.reason))
             continue
@@ -71,9 +115,9 @@ def load_images(samples: Sequence[tuple[str, int]], size, *, resize_method: str 
 
 
 def calibration_set(train: Sequence[tuple[str, int]], size, *, n: int, seed: int,
-                    resize_method: str = "bilinear") -> ImageSet:
+                    resize_method: str = "bilinear", bank: Optional[ImageBank] = None) -> ImageSet:
     """A seeded, class-stratified sample of ``n`` training images; fewer when fewer exist."""
     picked = stratified_sample(train, n, seed=seed)
     if len(picked) < n:
         info(f"Calibration: {n} images asked for, {len(picked)} available in the training split; using {len(picked)}")
-    return load_images(picked, size, resize_method=resize_method, what="calibration")
+    return load_images(picked, size, resize_method=resize_method, what="calibration", bank=bank)

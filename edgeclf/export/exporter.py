@@ -14,7 +14,7 @@ from .._io import atomic_dir, write_bytes, write_json
 from .._term import format_table, human_bytes, info
 from ..errors import ExportError, UsageError
 from ..runtime.metadata import ModelMetadata, OutputKind, Precision, file_sha256
-from .calibration import ImageSet, calibration_set, load_images
+from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .golden import GOLDEN_ATOL, GOLDEN_IMAGES, write_golden
 from .onnx_export import ONNX_PRECISIONS
 from .tflite import NEEDS_CALIBRATION, TFLITE_PRECISIONS, IOType
@@ -212,8 +212,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             the formats support and the data allows).
         io: input/output type of the full-integer TFLite files: uint8 (default), int8, float32.
         labels: a labels file (one class per line).
-        data: a class-folder dataset for calibration/QAT (80%) and validation (20%); replaces
-            a run's split.
+        data: a class-folder dataset, split as ``edgeclf train`` splits it (the run's seed and
+            fractions; else 80/20, seed 123) into calibration/QAT and validation images;
+            replaces a run's split.
         calibration: a folder of images used only for calibration.
         calibration_size: images in the calibration sample (fewer if fewer exist).
         qat_epochs: fine-tuning epochs for QAT.
@@ -254,10 +255,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
 
     info(f"Loading {source} ...")
-    src = load_source(source, labels_file=labels, data=data, calibration=calibration,
-                      seed=123 if seed is None else seed)
-    if seed is None:
-        seed = _run_seed(src.path)
+    src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
+    seed = src.seed
+    bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
     cal_pool = src.calibration or src.train
     jobs, left = plan_jobs(formats, precisions, has_calibration=bool(cal_pool), has_training=has_train_labels)
@@ -266,23 +266,26 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     size = src.input_size
 
     # Images: validation for parity/accuracy, calibration for PTQ, the training split for QAT.
-    val = load_images(src.val, size, resize_method=src.resize_method, what="validation")
+    val = load_images(src.val, size, resize_method=src.resize_method, what="validation", bank=bank)
     val_source = src.data_source or "none"
     cal = None
     if any(p in NEEDS_CALIBRATION or (f == "onnx" and p is Precision.INT8) for f, p in jobs):
-        cal = calibration_set(cal_pool, size, n=calibration_size, seed=seed, resize_method=src.resize_method)
+        cal = calibration_set(cal_pool, size, n=calibration_size, seed=seed, resize_method=src.resize_method,
+                              bank=bank)
         if len(cal) == 0:
             raise UsageError("none of the calibration images could be read; see the skipped files above")
         where = f"--calibration {calibration}" if src.calibration else "the training images"
         info(f"Calibration: {len(cal)} images, class-stratified (seed {seed}) from {where}")
     if len(val) == 0:
+        why = (f"none of the {len(src.val)} validation images could be read" if src.val
+               else "no validation images available" if src.train or src.calibration else "no data given")
         if cal is not None and len(cal):
             check = ImageSet(cal.images, np.full(len(cal), -1), cal.paths)
-            val_source = "calibration images (no validation images available; parity only, no accuracy)"
+            val_source = f"calibration images ({why}; parity only, no accuracy)"
         else:
             rng = np.random.default_rng(seed)
             check = ImageSet(rng.integers(0, 256, (16, *size, 3), dtype=np.uint8), np.full(16, -1), ())
-            val_source = "16 random images (no data given; parity only, no accuracy)"
+            val_source = f"16 random images ({why}; parity only, no accuracy)"
         info(f"Validation: {val_source}")
     else:
         check = val
@@ -316,7 +319,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                 t0 = time.monotonic()
                 info(f"[{k}/{len(jobs)}] {name}: converting ...")
                 if prec is Precision.QAT and qat_model is None:
-                    qat_model, qat_info = _run_qat(src, seed=seed, epochs=qat_epochs)
+                    qat_model, qat_info = _run_qat(src, seed=seed, epochs=qat_epochs, bank=bank)
                 extra = {"format": fmt}
                 if fmt == "tflite" and prec in (Precision.INT8, Precision.QAT):
                     extra["io"] = io_type.value
@@ -378,19 +381,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     return report
 
 
-def _run_seed(path: Path) -> int:
-    import json
-
-    try:
-        return int(json.loads((path / "config.json").read_text()).get("seed", 123))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 123
-
-
-def _run_qat(src, *, seed: int, epochs: int):
+def _run_qat(src, *, seed: int, epochs: int, bank: ImageBank):
     from .qat import train_qat
 
-    train = load_images(src.train, src.input_size, resize_method=src.resize_method, what="QAT training")
+    train = load_images(src.train, src.input_size, resize_method=src.resize_method, what="QAT training",
+                        bank=bank)
     info(f"QAT: fine-tuning a quantization-aware copy for {epochs} epoch(s) on {len(train)} training images ...")
     res = train_qat(src.model, train.images, train.indices, output_kind=src.output_kind, epochs=epochs, seed=seed)
     info(f"QAT: {len(res.annotated)} layers quantization-aware; left in float: {', '.join(res.left_float) or 'none'}")

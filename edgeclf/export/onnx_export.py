@@ -199,6 +199,3 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
     onnx.checker.check_model(proto)
     return proto
 
-
-def onnx_op_names(proto) -> list[str]:
-    return sorted({n.op_type for n in proto.graph.node})

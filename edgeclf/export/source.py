@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .._term import info
 from ..errors import DataError, ModelFileError, UsageError
 from ..runtime.metadata import OutputKind, file_sha256, read_labels_file
 from ..runtime.preprocess import is_image_file
+from .calibration import ImageBank
+
+DEFAULT_SEED = 123
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -39,10 +42,8 @@ class ModelSource:
     val: tuple = ()  # held-out images for parity and accuracy
     calibration: tuple = ()  # images from --calibration; empty: sample the training images
     data_source: str = ""  # where train/val came from, for export.json
-
-    @property
-    def is_run_dir(self) -> bool:
-        return self.path.is_dir() and (self.path / "model.keras").is_file()
+    seed: int = DEFAULT_SEED  # --seed, else the run's (config.json), else 123
+    images: Optional[ImageBank] = None  # images already decoded (--data), shared by the whole export
 
 
 def _sha256_of(path: Path) -> str:
@@ -154,68 +155,22 @@ def model_input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgeclf needs a binary model to end in "
+                            "Dense(1, activation='sigmoid') (or N logits)")
+
+
 def _check_labels_fit(model, labels, kind: OutputKind, where: str) -> None:
     width = int(model.outputs[0].shape[-1])
+    if width == 1 and kind is not OutputKind.SIGMOID:
+        # Dense(1) with no activation is one logit; the runtime has no output kind for it, and
+        # read as 1-class logits its softmax would be 1.0 for every image.
+        raise ModelFileError(f"{where}: {ONE_UNIT_WITHOUT_SIGMOID}")
     want = 1 if kind is OutputKind.SIGMOID else len(labels)
     if width != want:
         if kind is OutputKind.SIGMOID:
             raise UsageError(f"{where}: the model has one sigmoid output, so it needs exactly 2 labels, not {len(labels)}")
         raise UsageError(f"{where}: {len(labels)} labels given but the model has {width} outputs; "
                          "give one label per output, in index order")
-
-
-def scan_class_folders(root: Path, labels: Optional[Sequence[str]] = None) -> list[tuple[str, int]]:
-    """(path, class index) for every image under ``root``'s class folders.
-
-    With ``labels`` the folders are matched to them by name; a folder with no label is an
-    error. A folder of loose images (no class folders) gives index -1 for every image, which
-    is fine for calibration but not for accuracy or QAT.
-    """
-    if not root.exists():
-        raise DataError(f"data folder not found: {root}")
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder; give a folder of class folders")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        loose = sorted(str(p) for p in root.iterdir() if p.is_file() and is_image_file(p))
-        if not loose:
-            raise DataError(f"{root} holds no images; put images in one folder per class")
-        return [(p, -1) for p in loose]
-    if labels is not None:
-        unknown = [c for c in classes if c not in labels]
-        if unknown:
-            raise DataError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's "
-                            f"labels ({', '.join(labels)})")
-        index = {name: i for i, name in enumerate(labels)}
-    else:
-        index = {name: i for i, name in enumerate(classes)}
-    out = []
-    for c in classes:
-        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(filenames):
-                p = Path(dirpath) / f
-                if is_image_file(p):
-                    out.append((str(p), index[c]))
-    if not out:
-        raise DataError(f"{root}: the class folders hold no images")
-    return out
-
-
-def split_samples(samples, *, val_fraction: float = 0.2, seed: int = 123):
-    """A seeded split stratified over classes: (train, val)."""
-    rng = random.Random(seed)
-    by_class: dict[int, list] = {}
-    for s in samples:
-        by_class.setdefault(s[1], []).append(s)
-    train, val = [], []
-    for k in sorted(by_class):
-        items = list(by_class[k])
-        rng.shuffle(items)
-        n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
-        val += items[:n_val]
-        train += items[n_val:]
-    return train, val
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -227,17 +182,86 @@ def _read_json(path: Path, what: str) -> dict:
         raise ModelFileError(f"{path}: cannot read the {what} ({exc})") from None
 
 
-def load_source(source, *, labels_file=None, data=None, calibration=None, seed: int = 123) -> ModelSource:
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _label_index(class_names: Sequence[str], labels: Sequence[str], where: str) -> dict[int, int]:
+    """Folder label index -> the model's label index, matched by name."""
+    unknown = [c for c in class_names if c not in labels]
+    if unknown:
+        raise DataError(f"{where}: class folder{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                        f"{'are' if len(unknown) > 1 else 'is'} not among the model's labels ({', '.join(labels)}); "
+                        "name the class folders as the labels")
+    pos = {name: i for i, name in enumerate(labels)}
+    return {k: pos[name] for k, name in enumerate(class_names)}
+
+
+def _run_seed(config: dict) -> int:
+    try:
+        return int(config.get("seed", DEFAULT_SEED))
+    except (TypeError, ValueError):
+        return DEFAULT_SEED
+
+
+def _split_data(data, labels, size, resize_method: str, *, seed: int, val_split: float, test_split: float,
+                bank: ImageBank):
+    """``--data`` split as ``edgeclf train`` splits it: scan, drop unreadable images, split.
+
+    Returns (train, val, test) as (absolute path, model label index)."""
+    from ..data.cache import decode_images
+    from ..data.folders import drop_bad, scan_folder
+    from ..data.splits import split_folder
+
+    folder = scan_folder(data, what="--data directory")
+    index = _label_index(folder.class_names, labels, f"--data {folder.root}")
+    decoded = decode_images(folder.paths, size, resize_method=resize_method, root=folder.root)
+    bank.add(decoded.paths, decoded.pixels, decoded.bad)
+    if decoded.bad:
+        info(f"--data: {len(decoded.bad)} unreadable image(s) left out, as training leaves them out")
+    folder = drop_bad(folder, decoded.bad, what="--data directory")
+    split = split_folder(folder, val_split=val_split, test_split=test_split, seed=seed)
+
+    def mapped(items):
+        return [(p, index[y]) for p, y in items]
+
+    return mapped(split.train), mapped(split.val), mapped(split.test)
+
+
+def _calibration_samples(root, labels) -> list[tuple[str, int]]:
+    """(absolute path, label index or -1) for a ``--calibration`` folder: class folders named
+    as the labels, or loose images."""
+    from ..data.folders import list_classes, scan_folder
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--calibration {root} {'is not a folder' if root.exists() else 'does not exist'}; "
+                        "give a folder of images (loose, or one folder per class)")
+    if list_classes(root):
+        folder = scan_folder(root, what="--calibration folder")
+        index = _label_index(folder.class_names, labels, f"--calibration {folder.root}")
+        return [(p, index[y]) for p, y in folder.files]
+    loose = sorted(os.path.abspath(e.path) for e in os.scandir(root)
+                   if not _hidden(e.name) and e.is_file() and is_image_file(e.name))
+    if not loose:
+        raise DataError(f"--calibration {root} holds no images")
+    return [(p, -1) for p in loose]
+
+
+def load_source(source, *, labels_file=None, data=None, calibration=None, seed: Optional[int] = None) -> ModelSource:
     """Load a run directory or a Keras model file, with its labels and images.
 
     Args:
         source: a run directory (``model.keras``, ``labels.txt``, ``config.json``,
             ``split.json``) or a ``.keras`` / ``.h5`` file or SavedModel folder.
         labels_file: required for a non-run source; overrides a run's labels otherwise.
-        data: a class-folder dataset; split (seeded, stratified, 80/20) into images for
-            calibration/QAT and images for validation. Overrides a run's split.
-        calibration: a folder of images used for calibration only (class folders or loose).
-        seed: the seed of that split.
+        data: a class-folder dataset, split exactly as ``edgeclf train`` splits it (same
+            seed, same fractions as the run) into images for calibration/QAT and images for
+            validation. Overrides a run's split.
+        calibration: a folder of images used for calibration only (class folders or loose);
+            the validation and test images are left out of it.
+        seed: the seed of that split and of the calibration sample (default: the run's seed
+            from ``config.json``, else 123).
     """
     path = Path(source)
     if not path.exists():
@@ -245,12 +269,16 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
     run_dir = path.is_dir() and (path / "model.keras").is_file()
     train: list = []
     val: list = []
+    held_out: list = []  # validation and test images: never calibration
     data_source = ""
     resize = "bilinear"
+    val_split, test_split = 0.2, 0.0
     if run_dir:
         model_path = path / "model.keras"
         model = load_keras_model(model_path)
         config = _read_json(path / "config.json", "run configuration") if (path / "config.json").exists() else {}
+        if seed is None:
+            seed = _run_seed(config)
         if labels_file is not None:
             labels = read_labels_file(labels_file)
         elif (path / "labels.txt").is_file():
@@ -261,12 +289,20 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         resize = str(config.get("resize_method", "bilinear"))
         name = str(config.get("model", "")) or model.name
         split_file = path / "split.json"
-        if data is None and split_file.is_file():
+        if split_file.is_file():
             split = _read_json(split_file, "data split")
-            train = [(str(p), int(i)) for p, i in split.get("train", [])]
-            val = [(str(p), int(i)) for p, i in split.get("val", [])] or [
-                (str(p), int(i)) for p, i in split.get("test", [])]
-            data_source = f"{split_file} (train split for calibration, val split for validation)"
+            run_val = [(str(p), int(i)) for p, i in split.get("val", [])]
+            run_test = [(str(p), int(i)) for p, i in split.get("test", [])]
+            held_out += run_val + run_test
+            try:
+                val_split = float(split.get("val_split") if split.get("val_split") is not None else 0.2)
+                test_split = float(split.get("test_split") or 0.0)
+            except (TypeError, ValueError):
+                pass
+            if data is None:
+                train = [(str(p), int(i)) for p, i in split.get("train", [])]
+                val = run_val or run_test
+                data_source = f"{split_file} (train split for calibration, val split for validation)"
         sha = file_sha256(model_path)
     else:
         if path.is_dir() and not (path / "saved_model.pb").is_file():
@@ -281,22 +317,28 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         kind = infer_output_kind(model)
         name = model.name
         sha = _sha256_of(path)
+    if seed is None:
+        seed = DEFAULT_SEED
     cal_samples: list = []
     input_size = model_input_size(model)
     _check_labels_fit(model, labels, kind, str(path))
+    bank = ImageBank(input_size, resize)
     if data is not None:
-        samples = scan_class_folders(Path(data), labels)
-        if any(i < 0 for _, i in samples):
-            raise DataError(f"{data}: --data needs one folder per class (named as the labels) to measure accuracy")
-        train, val = split_samples(samples, seed=seed)
-        data_source = f"{Path(data).resolve()} (seeded 80/20 split, seed {seed})"
+        train, val, test = _split_data(data, labels, input_size, resize, seed=seed, val_split=val_split,
+                                       test_split=test_split, bank=bank)
+        held_out += val + test
+        data_source = (f"{Path(data).expanduser().resolve()} (split as edgeclf train splits it: "
+                       f"val {val_split:g}, seed {seed})")
     if calibration is not None:
-        cal = scan_class_folders(Path(calibration), labels)
-        val_paths = {p for p, _ in val}
-        cal_samples = [s for s in cal if s[0] not in val_paths]
+        cal = _calibration_samples(calibration, labels)
+        held = {os.path.realpath(p) for p, _ in held_out}
+        cal_samples = [s for s in cal if os.path.realpath(s[0]) not in held]
         if not cal_samples:
-            raise DataError(f"{calibration}: every image there is a validation image; calibrate on training images")
+            raise DataError(f"{calibration}: every image there is a validation or test image; calibrate on training images")
+        if len(cal_samples) < len(cal):
+            info(f"Calibration: left out {len(cal) - len(cal_samples)} image(s) of {calibration} that are "
+                 "validation or test images")
         data_source = (data_source + "; " if data_source else "") + f"calibration from {Path(calibration).resolve()}"
     return ModelSource(path=path, model=model, labels=tuple(labels), input_size=input_size, output_kind=kind,
                        sha256=sha, name=name, resize_method=resize, train=tuple(train), val=tuple(val),
-                       data_source=data_source, calibration=tuple(cal_samples))
+                       data_source=data_source, calibration=tuple(cal_samples), seed=seed, images=bank)
