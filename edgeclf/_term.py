@@ -59,8 +59,8 @@ def human_bytes(n: int) -> str:
 
 
 def progress(items: Iterable[T], *, total: int | None = None, label: str = "", every: float = 0.5) -> Iterator[T]:
-    """Yield ``items`` while drawing ``label  done/total  rate`` on stderr (a bar on a tty,
-    a few plain lines otherwise)."""
+    """Yield ``items`` while drawing ``label  done/total  rate`` on stderr: a live bar on a
+    terminal, one summary line at the end otherwise (logs stay short)."""
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]

@@ -323,3 +323,22 @@ def test_labels_option_for_files_without_metadata(tmp_path):
     res = _compare([nometa, "--data", data, "--reference", ref, "--labels", labels, "--json", out])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["models"][0]["agreement"] == 1.0
+
+
+def test_a_reference_file_beside_the_models_is_shown_and_upper_case_suffixes_found(tmp_path):
+    import shutil
+
+    from edgeclf.cli import main as cli_main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(FIXTURES / "colour_int8.tflite", models / "MODEL_INT8.TFLITE")
+    data = tmp_path / "data"
+    for cls, name in (("red", "red.png"), ("green", "green.jpg"), ("blue", "blue.png")):
+        (data / cls).mkdir(parents=True)
+        shutil.copy(FIXTURES / "images" / name, data / cls / name)
+    res = CliRunner().invoke(cli_main, ["compare", str(models), "--data", str(data),
+                                        "--reference", str(FIXTURES / "colour_float32.tflite")])
+    assert res.exit_code == 0, res.output
+    rows = [line.split()[0] for line in res.stdout.splitlines() if line.startswith(("colour", "MODEL"))]
+    assert rows == ["colour_float32.tflite", "MODEL_INT8.TFLITE"], res.stdout

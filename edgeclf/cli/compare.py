@@ -27,7 +27,7 @@ def _model_order(p: Path):
     """Export-directory order: TFLite before ONNX, float32 first, then by how much is quantized."""
     stem = p.stem.lower()
     rank = next((i for i, name in enumerate(PRECISION_ORDER) if stem.endswith(name)), len(PRECISION_ORDER))
-    return (MODEL_SUFFIXES.index(p.suffix), rank, p.name)
+    return (MODEL_SUFFIXES.index(p.suffix.lower()), rank, p.name)
 
 
 def expand_models(models) -> list[Path]:
@@ -38,7 +38,8 @@ def expand_models(models) -> list[Path]:
     for m in models:
         p = Path(m)
         if p.is_dir():
-            found = sorted((q for q in p.iterdir() if q.suffix in MODEL_SUFFIXES and not q.name.startswith(".")),
+            found = sorted((q for q in p.iterdir()
+                            if q.suffix.lower() in MODEL_SUFFIXES and not q.name.startswith(".")),
                            key=_model_order)
             if not found:
                 raise UsageError(f"{p} is a directory with no .tflite or .onnx files; give model files "
@@ -171,9 +172,10 @@ def keras_reference(run: Path, images, labels, *, threads=None, latency_runs=50,
 
 def comparison_table(cmp) -> str:
     from .._term import format_table, human_bytes
+    from ..runtime.report import result_rows
 
     rows = []
-    for m in ((cmp.reference,) if cmp.reference.format == "keras" else ()) + cmp.models:
+    for m in result_rows(cmp):
         p, lat = m.parity, m.latency
         rows.append([
             m.name + (" (ref)" if m.is_reference else ""), m.format, m.precision,
@@ -182,7 +184,7 @@ def comparison_table(cmp) -> str:
             _fmt(p.max_abs_diff, ".4f"), str(len(p.flips)), _fmt(m.load_ms, ".0f"),
             _fmt(getattr(lat, "p50_ms", None), ".2f"), _fmt(getattr(lat, "p90_ms", None), ".2f"),
             _fmt(getattr(lat, "p99_ms", None), ".2f"), "-" if m.threads is None else str(m.threads),
-            "ref" if m.is_reference and m.format == "keras" else ("ok" if m.passed else "FAIL"),
+            "ref" if m is cmp.reference else ("ok" if m.passed else "FAIL"),
         ])
     headers = ["file", "format", "precision", "size", "accuracy", "Δ pts", "agree", "max|Δp|", "flips",
                "load ms", "p50 ms", "p90 ms", "p99 ms", "threads", "gate"]
@@ -480,6 +482,7 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     """
     import time
 
+    from .._io import write_text
     from .._term import info
     from ..errors import UsageError
 
@@ -499,7 +502,7 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
         info(f"{root} holds a run that did not finish; starting it again")
         overwrite = True
     root.mkdir(parents=True, exist_ok=True)
-    marker.write_text("edgeclf run has not finished writing this folder\n")
+    write_text(marker, "edgeclf run has not finished writing this folder\n")
     main = ctx.find_root().command
     timings = []
     t_all = time.monotonic()

@@ -46,7 +46,8 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
               help="Also show the next most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per image) instead of sentences.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
-              help="Labels file (one class name per line), for a model without edgeclf metadata.")
+              help="Labels file (one class name per line, in output order), for a model without edgeclf "
+                   "metadata; it replaces the labels a file carries.")
 @_THREADS
 @click.pass_context
 def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):

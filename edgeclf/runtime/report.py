@@ -46,9 +46,11 @@ def _md_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-def _rows(cmp):
+def result_rows(cmp):
+    """The files to show, reference first when it is not one of the compared files (the
+    Keras model, or a --reference file given beside them)."""
     out = list(cmp.models)
-    if cmp.reference.format == "keras":
+    if not any(m.is_reference for m in out):
         out.insert(0, cmp.reference)
     return out
 
@@ -68,7 +70,7 @@ def plot_accuracy(cmp, path) -> Path:
     labelled = []
     for ax, xkey, xlabel in ((ax_lat, "lat", "latency p50 at batch 1 (ms)"), (ax_size, "size", "file size (KB)")):
         points = []
-        for m in _rows(cmp):
+        for m in result_rows(cmp):
             x = (m.latency.p50_ms if m.latency is not None else None) if xkey == "lat" else \
                 (m.size_bytes / 1024 if m.size_bytes is not None else None)
             if x is not None:
@@ -235,9 +237,9 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
                "max abs prob diff", "mean abs prob diff", "flipped", "load ms", "p50 ms", "p90 ms", "p99 ms",
                "threads", "gate"]
     rows = []
-    for m in _rows(cmp):
+    for m in result_rows(cmp):
         p, lat = m.parity, m.latency
-        gate = "reference" if m.format == "keras" else ("pass" if m.passed else "FAIL: " + "; ".join(p.failures))
+        gate = "reference" if m is cmp.reference else ("pass" if m.passed else "FAIL: " + "; ".join(p.failures))
         rows.append([f"`{m.name}`" + (" (ref)" if m.is_reference else ""), m.format, m.precision,
                      _human(m.size_bytes), _pct(p.accuracy), _num(p.accuracy_delta, "+.2f"), _pct(p.agreement),
                      _num(p.max_abs_diff, ".4f"), _num(p.mean_abs_diff, ".5f"), len(p.flips),
