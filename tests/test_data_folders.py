@@ -79,3 +79,20 @@ def test_drop_bad_fails_when_a_class_ends_empty(tmp_path):
         drop_bad(f, {b_file: "corrupt"})
     a_file = [p for p, y in f.files if y == 0][0]
     assert len(drop_bad(f, {a_file: "corrupt"}).files) == 2
+
+
+def test_inspect_opens_each_image_once_and_reports_modes_and_bad_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from edgeclf.data.inspect import inspect_folder
+
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 1})
+    Image.new("L", (5, 4), 9).save(root / "b" / "grey.png")
+    (root / "a" / "page.png").write_text("<html>not an image</html>")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    r = inspect_folder(root)
+    assert sorted(opened) == sorted(set(opened)) and len(opened) == 5, opened
+    assert r.counts == {"a": 2, "b": 2} and r.modes == {"RGB": 3, "L": 1}
+    assert [os.path.basename(p) for p, _ in r.bad] == ["page.png"] and "not an image" in r.bad[0][1]

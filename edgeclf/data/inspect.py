@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
+from ..runtime import preprocess
 from ..runtime.preprocess import load_image, open_image
 from .folders import scan_folder
 
@@ -35,27 +36,28 @@ class DatasetReport:
                 "bad": [list(b) for b in self.bad], "ignored": [list(i) for i in self.ignored]}
 
 
-def inspect_folder(root, *, max_files: int | None = None) -> DatasetReport:
-    """Open every image of ``root`` (fully decoding it, so truncated files are caught)."""
+def inspect_folder(root) -> DatasetReport:
+    """Open every image of ``root`` once (fully decoding it, so truncated files are caught);
+    ``modes`` counts the stored colour modes of the readable images."""
     folder = scan_folder(root)
     counts = Counter()
     sizes = Counter()
     modes = Counter()
     bad = []
-    for n, (path, label) in enumerate(folder.files):
-        if max_files is not None and n >= max_files:
-            break
+    for path, label in folder.files:
         try:
-            from PIL import Image
-            with Image.open(path) as raw:
-                modes[raw.mode] += 1
-        except Exception:
-            pass
-        try:
-            img = open_image(path)
+            # preprocess._open is open_image's own first step (same checks, same reasons); the
+            # decoded image still has its stored mode, and open_image finishes from it.
+            raw = preprocess._open(Path(path), preprocess.MAX_PIXELS, None)
+            try:
+                mode = raw.mode
+                img = open_image(raw)
+            finally:
+                raw.close()
         except ImageError as exc:
             bad.append((path, exc.reason))
             continue
+        modes[mode] += 1
         counts[folder.class_names[label]] += 1
         sizes[f"{img.size[0]}x{img.size[1]}"] += 1
     full_counts = {name: counts.get(name, 0) for name in folder.class_names}
