@@ -354,3 +354,24 @@ def test_compare_on_a_folder_with_no_readable_image(tmp_path):
     assert r.exit_code == 1, r.output
     errs = error_lines(r)
     assert len(errs) == 1 and "none of the 3 images could be read" in errs[0], r.stderr
+
+
+def test_onnx_with_an_int8_image_input_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["f"], ["m"], axes=[1, 2], keepdims=0),
+         helper.make_node("Slice", ["m", "s", "e", "a"], ["y"])],
+        "g", [helper.make_tensor_value_info("image", TensorProto.INT8, [None, 4, 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        initializer=[helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s", 0), ("e", 2), ("a", 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "int8_input.onnx"
+    onnx.save(model, str(path))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    r = cli("predict", path, _png(tmp_path / "x.png"), "--labels", labels)
+    assert r.exit_code == 1 and "int8 without a scale" in r.stderr, r.output

@@ -79,6 +79,10 @@ class OnnxRuntimeBackend:
             raise ModelFileError(f"{self.path}: input type {inp.type} / output type {out.type} is not supported")
         self.input_shape = (_dim(shape[0]), _dim(shape[1]), _dim(shape[2]), 3)
         self.input_dtype = np.dtype(_ORT_TYPES[inp.type])
+        if self.input_dtype == np.int8:
+            # ONNX keeps no scale or zero point on a graph input: pixels 128..255 would clip.
+            raise ModelFileError(f"{self.path}: the image input is int8 without a scale, which cannot hold "
+                                 "pixels 0..255; export it with a float32 or uint8 input")
         self.num_outputs = int(out_shape[1])
         try:
             # An integer input without a recorded scale takes raw pixels (scale 1, zero point 0).
