@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=128, help="model input side (default 128)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
-    ap.add_argument("--out", default="benchmarks/input_pipeline.json", help="JSON file to write")
+    ap.add_argument("--out", default="benchmarks/results/input_pipeline.json", help="JSON file to write")
     args = ap.parse_args(argv)
 
     from edgeclf._io import write_json
