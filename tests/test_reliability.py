@@ -375,3 +375,13 @@ def test_onnx_with_an_int8_image_input_is_refused(tmp_path):
     labels.write_text("a\nb\n")
     r = cli("predict", path, _png(tmp_path / "x.png"), "--labels", labels)
     assert r.exit_code == 1 and "int8 without a scale" in r.stderr, r.output
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    r = cli("bench", MODEL, "--runs", "2", "--warmup", "0", "--json", blocker / "bench.json")
+    assert r.exit_code == 1, r.output
+    errs = error_lines(r)
+    assert len(errs) == 1 and "cannot write" in errs[0] and "a_file" in errs[0], r.stderr
+    assert "internal error" not in r.stderr

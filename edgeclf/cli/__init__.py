@@ -33,6 +33,12 @@ class _Group(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except OSError as exc:
+            # The disk, not edgeclf: a full disk, a read-only folder, a path through a file.
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: cannot write or read{where}: {exc.strerror or exc}; check the path and free space",
+                       err=True)
+            sys.exit(1)
         except MemoryError:
             click.echo("Error: out of memory; try a smaller --batch-size or --image-size", err=True)
             sys.exit(1)
