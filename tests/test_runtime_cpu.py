@@ -2,7 +2,7 @@
 
 import os
 
-from edgeclf.runtime.cpu import cpu_model_name, cpuinfo_cores, machine_summary, physical_cores
+from edgeclf.runtime.cpu import cgroup_cpu_limit, cpu_model_name, cpuinfo_cores, physical_cores, usable_cpus
 
 
 def test_physical_cores_is_within_what_the_process_may_use():
@@ -19,8 +19,18 @@ def test_cpuinfo_counts_cores_not_hyperthreads():
     assert cpuinfo_cores(raspberry_pi) is None
 
 
-def test_cpu_name_and_summary():
+def test_cpu_name_and_counts():
+    from edgeclf.runtime.latency import system_info
+
     assert isinstance(cpu_model_name(), str) and cpu_model_name()
-    summary = machine_summary()
-    assert summary["physical_cores"] == physical_cores()
-    assert set(summary) >= {"cpu", "machine", "system", "python"}
+    assert 1 <= physical_cores() <= usable_cpus()
+    info = system_info()
+    assert info.cpu_model == cpu_model_name() and info.usable_cpus == usable_cpus()
+
+
+def test_container_cpu_quota():
+    assert cgroup_cpu_limit("max 100000") is None
+    assert cgroup_cpu_limit("200000 100000") == 2
+    assert cgroup_cpu_limit("150000 100000") == 2, "1.5 CPUs of quota still run 2 threads"
+    assert cgroup_cpu_limit("50000 100000") == 1
+    assert cgroup_cpu_limit("garbage") is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import sys
 from functools import lru_cache
 
 
@@ -37,9 +38,54 @@ def _sysfs_cores(usable: set[int] | None) -> int | None:
     return len(cores) or None
 
 
+def cgroup_cpu_limit(cpu_max: str | None = None) -> int | None:
+    """CPUs a container's quota allows (``docker --cpus=2`` -> 2), or None when unlimited.
+
+    ``cpu_max`` is the text of cgroup v2's ``cpu.max`` ("200000 100000"); read from
+    /sys/fs/cgroup (v2, then v1's cfs files) when not given."""
+    quota = period = None
+    if cpu_max is None:
+        try:
+            with open("/sys/fs/cgroup/cpu.max") as f:
+                cpu_max = f.read()
+        except OSError:
+            try:
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+                    quota = int(f.read())
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    period = int(f.read())
+            except (OSError, ValueError):
+                return None
+    if cpu_max is not None:
+        parts = cpu_max.split()
+        if len(parts) != 2 or parts[0] == "max":
+            return None
+        try:
+            quota, period = int(parts[0]), int(parts[1])
+        except ValueError:
+            return None
+    if not quota or not period or quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))  # a quota of 1.5 CPUs still runs 2 threads usefully
+
+
+@lru_cache(maxsize=1)
+def usable_cpus() -> int:
+    """Logical CPUs this process may use: its affinity, capped by a container's CPU quota."""
+    usable = _usable_cpus()
+    n = len(usable) if usable else (os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit else n)
+
+
 @lru_cache(maxsize=1)
 def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads not counted), at least 1."""
+    """Physical cores this process may run on (hyper-threads not counted, a container's CPU
+    quota respected), at least 1: the default thread count."""
+    return max(1, min(_physical_cores(), usable_cpus()))
+
+
+def _physical_cores() -> int:
     usable = _usable_cpus()
     n = _sysfs_cores(usable)
     if n is None:
@@ -85,16 +131,14 @@ def cpu_model_name() -> str:
     for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
         if key in names:
             return names[key]
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                 text=True, timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine_summary() -> dict:
-    """Machine facts that belong beside a latency figure."""
-    return {
-        "cpu": cpu_model_name(),
-        "physical_cores": physical_cores(),
-        "logical_cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-    }

@@ -149,39 +149,6 @@ def current_rss_bytes() -> Optional[int]:
         return None
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name, as the OS reports it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Model", "cpu model"):
-                    if value.strip():
-                        return value.strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            import subprocess
-
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                 text=True, timeout=5)
-            if out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity / container limits), not the machine's total."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, n)
-
-
 def _version(dist: str) -> Optional[str]:
     from importlib import metadata
 
@@ -219,9 +186,10 @@ class SystemInfo:
 def system_info() -> SystemInfo:
     """Describe this machine and the installed engines (without importing them)."""
     from .. import __version__
+    from .cpu import cpu_model_name, usable_cpus
 
     return SystemInfo(
-        cpu_model=cpu_model(), machine=platform.machine(), logical_cpus=os.cpu_count() or 1,
+        cpu_model=cpu_model_name(), machine=platform.machine(), logical_cpus=os.cpu_count() or 1,
         usable_cpus=usable_cpus(), os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(), numpy=np.__version__, edgeclf=__version__,
         ai_edge_litert=_version("ai-edge-litert"), onnxruntime=_version("onnxruntime"),
