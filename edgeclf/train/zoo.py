@@ -23,14 +23,7 @@ from typing import Callable
 
 from .._optional import import_keras
 from ..errors import UsageError
-
-
-def image_size_arg(value):
-    """``runtime.preprocess.image_size_arg``, imported on use: importing the zoo (the CLI does,
-    for the model names) loads neither numpy nor Pillow nor TensorFlow."""
-    from ..runtime.preprocess import image_size_arg as parse
-
-    return parse(value)
+from ..runtime.preprocess import image_size_arg
 
 
 @dataclass(frozen=True)
