@@ -62,7 +62,7 @@ _TEST_CARVE, _VAL_CARVE = 0, 1
 
 def _class_rng(seed: int, class_name: str, carve: int) -> np.random.Generator:
     """The random stream of one class in one carve: independent of every other class."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(class_name.encode("utf-8")), carve])
+    return np.random.default_rng([int(seed) % (1 << 64), zlib.crc32(class_name.encode("utf-8")), carve])
 
 
 def _carve(items: list[Item], fraction: float, seed: int, class_names, carve: int) -> tuple[list[Item], list[Item]]:
