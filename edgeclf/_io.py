@@ -31,9 +31,13 @@ def atomic_path(path: PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     sfx = target.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+    except OSError as exc:
+        # Name the file the user asked for, not the temporary one beside it.
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes 0600 files; the renamed result should look like any file the user writes.
@@ -42,7 +46,10 @@ def atomic_path(path: PathLike, *, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         if tmp_path.is_dir():
             raise RuntimeError("atomic_path is for files; use atomic_dir for folders")
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

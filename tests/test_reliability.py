@@ -385,3 +385,4 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path):
     errs = error_lines(r)
     assert len(errs) == 1 and "cannot write" in errs[0] and "a_file" in errs[0], r.stderr
     assert "internal error" not in r.stderr
+    assert ".tmp" not in errs[0], "the message must name the user's file, not a temporary one"
