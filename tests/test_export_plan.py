@@ -92,3 +92,33 @@ def test_export_imports_neither_tensorflow_nor_train_until_it_converts():
             "or m.startswith('edgeclf.train')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_data_split_drops_unreadable_images_first_as_training_does(tmp_path, monkeypatch):
+    """Training drops unreadable files and then splits; --data must too, or one bad file
+    reshuffles its class and training images land in the export's validation set."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _export_helpers import make_images
+
+    from edgeclf.data.folders import drop_bad, scan_folder
+    from edgeclf.data.splits import split_folder
+    from edgeclf.export.calibration import ImageBank
+    from edgeclf.export.source import _split_data
+
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+    labels = ("red", "green")
+    make_images(tmp_path / "d", per_class=9, labels=labels)
+    bad = tmp_path / "d" / "green" / "img_004b.png"
+    bad.write_bytes(b"not a png")
+    folder = drop_bad(scan_folder(tmp_path / "d"), {str(bad): "corrupt"})
+    want = split_folder(folder, val_split=0.2, seed=5)
+    to_label = [labels.index(n) for n in want.class_names]
+    bank = ImageBank((32, 32))
+    train, val, test = _split_data(tmp_path / "d", labels, (32, 32), "bilinear", seed=5, val_split=0.2,
+                                   test_split=0.0, bank=bank)
+    assert val == [(p, to_label[y]) for p, y in want.val]
+    assert train == [(p, to_label[y]) for p, y in want.train] and test == []
+    assert bank.get(train[0][0]).shape == (32, 32, 3) and bank.decoded == 0  # decoded once, in the split
