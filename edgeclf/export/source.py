@@ -260,8 +260,9 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
             validation. Overrides a run's split.
         calibration: a folder of images used for calibration only (class folders or loose);
             the validation and test images are left out of it.
-        seed: the seed of that split and of the calibration sample (default: the run's seed
-            from ``config.json``, else 123).
+        seed: the seed of the calibration sample, and of the ``--data`` split of a model that
+            is not a run (default: the run's seed from ``config.json``, else 123). A run's
+            data is always split with the run's own seed, so its split is reproduced.
     """
     path = Path(source)
     if not path.exists():
@@ -273,12 +274,14 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
     data_source = ""
     resize = "bilinear"
     val_split, test_split = 0.2, 0.0
+    split_seed = seed  # a run's data is split with the run's seed whatever --seed says
     if run_dir:
         model_path = path / "model.keras"
         model = load_keras_model(model_path)
         config = _read_json(path / "config.json", "run configuration") if (path / "config.json").exists() else {}
+        split_seed = _run_seed(config)
         if seed is None:
-            seed = _run_seed(config)
+            seed = split_seed
         if labels_file is not None:
             labels = read_labels_file(labels_file)
         elif (path / "labels.txt").is_file():
@@ -299,6 +302,9 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
                 test_split = float(split.get("test_split") or 0.0)
             except (TypeError, ValueError):
                 pass
+            if data is not None and split.get("val_dir"):
+                info(f"Note: this run validated on --val-dir {split['val_dir']} and trained on every image of "
+                     f"its data; if --data {data} is that data, its validation split held nothing out")
             if data is None:
                 train = [(str(p), int(i)) for p, i in split.get("train", [])]
                 val = run_val or run_test
@@ -319,16 +325,18 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         sha = _sha256_of(path)
     if seed is None:
         seed = DEFAULT_SEED
+    if split_seed is None:
+        split_seed = seed
     cal_samples: list = []
     input_size = model_input_size(model)
     _check_labels_fit(model, labels, kind, str(path))
     bank = ImageBank(input_size, resize)
     if data is not None:
-        train, val, test = _split_data(data, labels, input_size, resize, seed=seed, val_split=val_split,
+        train, val, test = _split_data(data, labels, input_size, resize, seed=split_seed, val_split=val_split,
                                        test_split=test_split, bank=bank)
         held_out += val + test
         data_source = (f"{Path(data).expanduser().resolve()} (split as edgeclf train splits it: "
-                       f"val {val_split:g}, seed {seed})")
+                       f"val {val_split:g}, seed {split_seed})")
     if calibration is not None:
         cal = _calibration_samples(calibration, labels)
         held = {os.path.realpath(p) for p, _ in held_out}
