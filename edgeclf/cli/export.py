@@ -22,7 +22,8 @@ _PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat")
 @click.option("--calibration-size", type=int, default=200, show_default=True,
               help="Images in the class-stratified calibration sample.")
 @click.option("--data", type=click.Path(path_type=str), default=None,
-              help="Class-folder dataset: 80% for calibration and QAT, 20% for validation.")
+              help="Class-folder dataset, split as training splits it (a run's own fractions and seed; "
+                   "else 80/20, seed 123): the training part for calibration and QAT, the rest for validation.")
 @click.option("--qat-epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
