@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
@@ -260,8 +260,8 @@ def _unit(v: float) -> Optional[float]:
 
 
 @dataclass(frozen=True)
-class ModelResult:
-    """One file measured on the comparison's images, against the reference."""
+class FileFacts:
+    """What was measured of one model file while running it (shared by output and result)."""
 
     path: str
     format: str
@@ -271,14 +271,23 @@ class ModelResult:
     input_size: tuple[int, int]
     load_ms: Optional[float]
     latency: Optional[object]  # LatencyStats at batch 1, or None when not measured
-    parity: ParityReport
-    is_reference: bool = False
 
     @property
     def name(self) -> str:
         import os
 
         return os.path.basename(self.path)
+
+    def facts(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(FileFacts)}
+
+
+@dataclass(frozen=True)
+class ModelResult(FileFacts):
+    """One file measured on the comparison's images, against the reference."""
+
+    parity: ParityReport
+    is_reference: bool = False
 
     @property
     def passed(self) -> bool:
@@ -445,17 +454,9 @@ def predict_all(predict_proba, batch: np.ndarray, *, batch_size: int = 32, label
 
 
 @dataclass(frozen=True)
-class ModelOutput:
+class ModelOutput(FileFacts):
     """A model's probabilities on an ``ImageSet`` plus what was measured while getting them."""
 
-    path: str
-    format: str
-    precision: str
-    size_bytes: Optional[int]
-    threads: Optional[int]
-    input_size: tuple[int, int]
-    load_ms: Optional[float]
-    latency: Optional[object]
     probs: np.ndarray
 
 
@@ -503,9 +504,7 @@ def _result(out: ModelOutput, ref: ModelOutput, images: ImageSet, labels, *, is_
             max_accuracy_drop, min_agreement) -> ModelResult:
     rep = check_parity(out.probs, ref.probs, images.y, labels=labels, sources=images.sources,
                        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
-    return ModelResult(path=out.path, format=out.format, precision=out.precision, size_bytes=out.size_bytes,
-                       threads=out.threads, input_size=out.input_size, load_ms=out.load_ms, latency=out.latency,
-                       parity=rep, is_reference=is_reference)
+    return ModelResult(**out.facts(), parity=rep, is_reference=is_reference)
 
 
 def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, reference=None,
