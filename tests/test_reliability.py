@@ -282,7 +282,8 @@ OPTIONS = {
 def test_nonsense_options(tmp_path, case):
     argv, code, word = OPTIONS[case]
     data = _dataset(tmp_path, ["a/1.png", "b/1.png"])
-    subst = {"RUN": str(tmp_path), "OUT": str(tmp_path / "out"), "IMG": str(_png(tmp_path / "i.png")),
+    (tmp_path / "run").mkdir()
+    subst = {"RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"), "IMG": str(_png(tmp_path / "i.png")),
              "DATA": str(data)}
     r = cli(*[subst.get(a, a) for a in argv])
     assert r.exit_code == code, f"{case}: exit {r.exit_code}: {r.output}"
@@ -386,3 +387,14 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path):
     assert len(errs) == 1 and "cannot write" in errs[0] and "a_file" in errs[0], r.stderr
     assert "internal error" not in r.stderr
     assert ".tmp" not in errs[0], "the message must name the user's file, not a temporary one"
+
+
+def test_export_overwrite_never_replaces_what_it_reads(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04 stand-in")
+    (run / "labels.txt").write_text("a\nb\n")
+    for out in (run, run / "export", tmp_path):
+        r = cli("export", run, "--out", out, "--overwrite")
+        assert r.exit_code == 2 and "input folder" in r.stderr, f"--out {out}: {r.output}"
+        assert (run / "model.keras").read_bytes() == b"PK\x03\x04 stand-in"

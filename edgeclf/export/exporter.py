@@ -10,7 +10,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .. import __version__
-from .._io import atomic_dir, write_bytes, write_json
+from .._io import atomic_dir, check_out_dir, write_bytes, write_json
 from .._term import format_table, human_bytes, info
 from ..errors import ExportError, UsageError
 from ..runtime.metadata import ModelMetadata, OutputKind, Precision, file_sha256
@@ -247,8 +247,12 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             raise UsageError(f"unknown --io {io!r}; choose from: {', '.join(t.value for t in IOType)}") from None
     else:
         io_type = IOType.UINT8
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    # --overwrite must never replace what the export reads (the run, its model file, the data).
+    check_out_dir(out, True, inside=(source, data, calibration))
     # Bad names and combinations fail before the (slow) model load.
     wanted, _ = plan_jobs(formats, precisions)
     if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):
