@@ -170,15 +170,9 @@ def plan_jobs(formats=None, precisions=None, *, has_calibration: bool = True,
 
 
 def _keras_probabilities(model, images: np.ndarray, kind: OutputKind) -> np.ndarray:
-    from ..runtime.classifier import softmax
+    from ..runtime.classifier import to_probabilities
 
-    raw = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), np.float32)
-    if kind is OutputKind.LOGITS:
-        return softmax(raw).astype(np.float32)
-    if kind is OutputKind.SIGMOID:
-        p = np.clip(raw[:, :1], 0.0, 1.0)
-        return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
-    return raw
+    return to_probabilities(model.predict(images.astype(np.float32), batch_size=32, verbose=0), kind)
 
 
 def _collapsed(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> Optional[str]:

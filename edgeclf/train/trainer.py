@@ -265,13 +265,9 @@ def _compile(keras, model, output_kind, opt):
 
 
 def _probabilities(raw: np.ndarray, output_kind: str) -> np.ndarray:
-    raw = raw.astype(np.float64)
-    if output_kind == "sigmoid":
-        p = raw.reshape(-1)
-        return np.stack([1 - p, p], axis=1)
-    z = raw - raw.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    from ..runtime.classifier import to_probabilities
+
+    return to_probabilities(raw, output_kind)
 
 
 def evaluate_predictions(probs: np.ndarray, labels, class_names, train_labels=None) -> dict:
