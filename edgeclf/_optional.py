@@ -15,7 +15,7 @@ _PROVIDERS = {
     "tensorflow_model_optimization": ("tensorflow-model-optimization", "train"),
     "tf2onnx": ("tf2onnx", "train"),
     "onnx": ("onnx", "train"),
-    "matplotlib": ("matplotlib", "train"),
+    "matplotlib": ("matplotlib", "report"),
     "onnxruntime": ("onnxruntime", ""),
     "ai_edge_litert": ("ai-edge-litert", ""),
     "hypothesis": ("hypothesis", "dev"),

@@ -1,17 +1,53 @@
-"""Terminal output: tables, progress lines. Standard library only; everything goes to
-stderr except tables and results, which go to stdout."""
+"""Terminal output: tables, progress lines. Standard library only.
+
+Library code reports progress through the ``edgeclf`` logger (``info``, ``progress``), so a
+Python caller decides what is shown (``logging.getLogger("edgeclf").setLevel(...)``); nothing
+appears unless someone asked for INFO. The CLI asks: ``show_progress_on_stderr`` sends those
+messages to stderr as plain lines, and tables and results go to stdout.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
+LOGGER = logging.getLogger("edgeclf")
+
 
 def info(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    LOGGER.info(msg)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler assigns it; the live sys.stderr wins
+        pass
+
+
+def show_progress_on_stderr() -> None:
+    """Show edgeclf's progress messages on stderr, once per process (what the CLI wants)."""
+    if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+        LOGGER.addHandler(_StderrHandler())
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def _showing() -> bool:
+    return LOGGER.isEnabledFor(logging.INFO) and bool(LOGGER.handlers)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, align: str | None = None) -> str:
@@ -66,6 +102,9 @@ def progress(items: Iterable[T], *, total: int | None = None, label: str = "", e
             total = len(items)  # type: ignore[arg-type]
         except TypeError:
             total = None
+    if not _showing():
+        yield from items
+        return
     tty = sys.stderr.isatty()
     start = last = time.monotonic()
     n = 0

@@ -19,6 +19,20 @@ class UsageError(EdgeclfError):
     exit_code = 2
 
 
+class OptionError(UsageError):
+    """A parameter with a value that makes no sense. The message names the parameter as the
+    Python API spells it (``epochs must be at least 1``); the CLI shows the flag instead
+    (``--epochs must be at least 1``), so each layer speaks its caller's language."""
+
+    def __init__(self, param: str, problem: str):
+        self.param = param
+        self.problem = problem
+        super().__init__(f"{param} {problem}")
+
+    def for_flag(self, flag: str) -> str:
+        return f"{flag} {self.problem}"
+
+
 class DataError(EdgeclfError):
     """A dataset that cannot be used: missing, empty, one class, classes that differ."""
 

@@ -67,9 +67,12 @@ def fit(keras, model, samples, *, head="logits", epochs=3):
 
 
 def write_config(run: Path, labels=LABELS, *, output_kind="logits", seed=123):
-    (run / "config.json").write_text(json.dumps({
-        "model": "tiny_cnn", "image_size": [SIZE, SIZE], "num_classes": len(labels),
-        "output_kind": output_kind, "resize_method": "bilinear", "seed": seed}))
+    """spec.json (what the model takes and gives) and config.json (how it was trained), as training writes them."""
+    from edgeclf.runtime.spec import ModelSpec
+
+    spec = ModelSpec(labels=tuple(labels), input_size=(SIZE, SIZE), output_kind=output_kind, model_name="tiny_cnn")
+    (run / "spec.json").write_text(json.dumps(spec.to_dict()))
+    (run / "config.json").write_text(json.dumps({"model": "tiny_cnn", "seed": seed}))
 
 
 def write_split(run: Path, data_root: Path, labels=LABELS, *, seed=123, val_split=0.2, test_split=0.0) -> dict:
@@ -78,11 +81,11 @@ def write_split(run: Path, data_root: Path, labels=LABELS, *, seed=123, val_spli
     from edgeclf.data.folders import scan_folder
     from edgeclf.data.splits import split_folder
 
-    split = split_folder(scan_folder(data_root), val_split=val_split, test_split=test_split, seed=seed).to_dict()
-    to_label = [list(labels).index(name) for name in split["class_names"]]
+    made = split_folder(scan_folder(data_root), val_split=val_split, test_split=test_split, seed=seed)
+    split = made.to_dict()
+    to_label = [list(labels).index(name) for name in made.class_names]
     for part in ("train", "val", "test"):
         split[part] = [[p, to_label[y]] for p, y in split[part]]
-    split["class_names"] = list(labels)
     (run / "split.json").write_text(json.dumps(split))
     return split
 
@@ -102,7 +105,7 @@ def copy_run(run: Path, dest: Path, *, seed=123, val_split=0.2, test_split=0.0) 
     import shutil
 
     dest.mkdir(parents=True)
-    for name in ("model.keras", "labels.txt"):
+    for name in ("model.keras", "labels.txt", "spec.json"):
         shutil.copy(run / name, dest / name)
     write_config(dest, seed=seed)
     root = Path(json.loads((run / "split.json").read_text())["root"])

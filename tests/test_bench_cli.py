@@ -12,10 +12,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TFLITE = FIXTURES / "colour_int8.tflite"
 ONNX = FIXTURES / "colour_float32.onnx"
 
-needs_fixtures = pytest.mark.skipif(not (TFLITE.exists() and ONNX.exists()), reason="runtime fixtures missing")
-
-
-@needs_fixtures
 def test_bench_two_models_two_thread_counts(tmp_path):
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, ["bench", str(TFLITE), str(ONNX), "--threads", "1", "--threads", "2",
@@ -44,7 +40,6 @@ def test_bench_two_models_two_thread_counts(tmp_path):
     assert "machine:" in res.output
 
 
-@needs_fixtures
 def test_bench_time_budget(tmp_path):
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, ["bench", str(TFLITE), "--seconds", "0.05", "--warmup", "0", "--json", str(out)])

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgeclf.cli import main
+from edgeclf.runtime.spec import ModelSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABELS = ("blue", "green", "red")
@@ -44,7 +45,7 @@ class FakeClassifier:
         self.labels = ("red", "green", "blue")  # a different order from the data's: columns get realigned
         self.input_size = (16, 16)
         self.threads = threads or 2
-        self.metadata = None
+        self.metadata = ModelSpec(labels=self.labels, input_size=self.input_size, precision=self.precision)
 
     def predict_proba(self, batch):
         x = batch.astype(np.float64).mean(axis=(1, 2))  # (N, 3) RGB means
@@ -162,7 +163,8 @@ def test_run_directory_uses_validation_split(fake_runtime, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     val = [[str(data / "red" / "0.png"), 2], [str(data / "blue" / "0.png"), 0], [str(data / "green" / "3.png"), 1]]
-    (run / "split.json").write_text(json.dumps({"class_names": list(LABELS), "val": val, "train": []}))
+    (run / "split.json").write_text(json.dumps({"val": val, "train": []}))
+    (run / "spec.json").write_text(ModelSpec(labels=LABELS, input_size=(16, 16)).to_json())
     out = tmp_path / "c.json"
     res = _compare([fake_runtime, "--data", run, "--json", out])
     assert res.exit_code == 0, res.output
@@ -208,7 +210,7 @@ def test_report_files(fake_runtime, tmp_path):
 
 
 def test_report_without_matplotlib(fake_runtime, tmp_path, monkeypatch):
-    import edgeclf.runtime.report as report
+    import edgeclf.evaluate.report as report
     from edgeclf.errors import MissingDependencyError
 
     def missing(*a, **k):
@@ -227,8 +229,6 @@ def test_report_without_matplotlib(fake_runtime, tmp_path, monkeypatch):
 def test_fixture_models_end_to_end(tmp_path):
     """The committed tiny models through the real engines: float32 files agree 100%."""
     fx = [FIXTURES / n for n in ("colour_float32.tflite", "colour_float32.onnx", "colour_int8.tflite")]
-    if not all(p.exists() for p in fx):
-        pytest.skip("runtime fixtures not committed yet")
     data = tmp_path / "data"
     for name, rgb in (("red", (220, 20, 20)), ("green", (20, 200, 30)), ("blue", (20, 30, 220))):
         (data / name).mkdir(parents=True)
@@ -247,8 +247,6 @@ def test_fixture_models_end_to_end(tmp_path):
 
 def test_binary_model_on_colour_data_is_refused(tmp_path):
     fx = FIXTURES / "binary_float32.tflite"
-    if not fx.exists():
-        pytest.skip("runtime fixtures not committed yet")
     data = _make_folder(tmp_path / "data")
     res = CliRunner().invoke(main, ["compare", str(fx), "--data", str(data)])
     assert res.exit_code == 1
@@ -259,8 +257,6 @@ def test_compare_accuracy_equals_predict_accuracy(tmp_path):
     """Accuracy from `compare` equals the fraction of `predict` labels that match the folder name."""
     model = FIXTURES / "colour_int8.tflite"
     ref = FIXTURES / "colour_float32.tflite"
-    if not (model.exists() and ref.exists()):
-        pytest.skip("runtime fixtures not committed yet")
     data = tmp_path / "data"
     rng = np.random.default_rng(3)
     colours = {"red": (200, 40, 40), "green": (40, 190, 50), "blue": (40, 50, 210)}
@@ -278,7 +274,7 @@ def test_compare_accuracy_equals_predict_accuracy(tmp_path):
     res = _compare([model, "--data", data, "--reference", ref, "--json", out])
     assert res.exit_code == 0, res.output
     compare_acc = {Path(m["path"]).name: m["accuracy"] for m in json.loads(out.read_text())["models"]}
-    res = CliRunner().invoke(main, ["predict", str(model), str(data), "--json"])
+    res = CliRunner().invoke(main, ["predict", str(model), str(data), "--json", "-"])
     assert res.exit_code == 0, res.output
     preds = json.loads(res.stdout if hasattr(res, "stdout") else res.output)
     assert len(preds) == 15
@@ -312,8 +308,6 @@ def test_each_image_decoded_once_per_input_size(fake_runtime, tmp_path, monkeypa
 def test_labels_option_for_files_without_metadata(tmp_path):
     nometa = FIXTURES / "colour_nometa.tflite"
     ref = FIXTURES / "colour_float32.tflite"
-    if not (nometa.exists() and ref.exists()):
-        pytest.skip("runtime fixtures not committed yet")
     data = _make_folder(tmp_path / "data")
     res = CliRunner().invoke(main, ["compare", str(nometa), "--data", str(data), "--reference", str(ref)])
     assert res.exit_code == 1 and "--labels" in res.output, res.output

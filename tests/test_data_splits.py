@@ -71,7 +71,8 @@ def test_bad_fractions_are_usage_errors(val, test):
 
 def test_split_dict_matches_contract():
     d = split_folder(fake_folder([5, 5]), seed=9, skipped=[("/d/bad.png", "corrupt")]).to_dict()
-    assert set(d) >= {"root", "class_names", "seed", "val_split", "test_split", "train", "val", "test", "skipped"}
+    assert "class_names" not in d, "the labels live in the run's spec.json, once"
+    assert set(d) >= {"root", "seed", "val_split", "test_split", "train", "val", "test", "skipped"}
     assert all(isinstance(p, str) and type(y) is int for p, y in d["train"] + d["val"])
     assert d["skipped"] == [["/d/bad.png", "corrupt"]]
 

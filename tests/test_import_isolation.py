@@ -68,3 +68,48 @@ def test_predict_proba_on_ready_pixels_does_not_load_pillow():
         "load_classifier(F / 'colour_int8.tflite', threads=1).predict_proba(np.zeros((1, 32, 32, 3), np.uint8))\n")
     assert "PIL" not in mods
     assert not mods & set(HEAVY)
+
+
+def _edgeclf_imports(path) -> set[str]:
+    """Every edgeclf subpackage a module imports, at any depth (function-level imports too)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    rel_pkg = path.resolve().parent.relative_to(ROOT).parts  # ("edgeclf", "runtime")
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(rel_pkg[: len(rel_pkg) - node.level + 1])
+                target = base + (node.module.split(".") if node.module else [])
+            else:
+                target = (node.module or "").split(".")
+            names = [target] if node.module else [target + [a.name] for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".") for a in node.names]
+        else:
+            continue
+        for parts in names:
+            if parts and parts[0] == "edgeclf" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_runtime_imports_nothing_from_the_host_side():
+    """Imports run one way: runtime never reaches up into evaluate, export, train, data or cli."""
+    up = {"evaluate", "export", "train", "data", "cli"}
+    offenders = {}
+    for path in sorted((ROOT / "edgeclf" / "runtime").glob("*.py")):
+        bad = _edgeclf_imports(path) & up
+        if bad:
+            offenders[path.name] = sorted(bad)
+    assert not offenders, f"runtime modules importing host-side packages: {offenders}"
+
+
+def test_data_imports_nothing_above_it():
+    offenders = {p.name: sorted(_edgeclf_imports(p) & {"evaluate", "export", "train", "cli"})
+                 for p in sorted((ROOT / "edgeclf" / "data").glob("*.py"))}
+    assert not {k: v for k, v in offenders.items() if v}, offenders

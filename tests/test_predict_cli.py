@@ -71,7 +71,7 @@ def test_a_bad_image_is_reported_and_the_others_predicted(tmp_path):
 def test_predict_json(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n")
-    r = run("predict", MODEL, IMAGES / "light_gray.png", bad, "--json", "--top-k", "2")
+    r = run("predict", MODEL, IMAGES / "light_gray.png", bad, "--json", "-", "--top-k", "2")
     assert r.exit_code == 1
     data = json.loads(r.stdout)
     assert [d["source"] for d in data] == [str(IMAGES / "light_gray.png"), str(bad)]
@@ -104,7 +104,7 @@ def test_labels_option_for_a_file_without_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("args,code,words", [
-    (["--threads", "0"], 2, "0 is not in the range"),
+    (["--threads", "0"], 2, "--threads must be at least 1"),
     (["--top-k", "0"], 2, "0 is not in the range"),
 ])
 def test_bad_options(args, code, words):
@@ -152,7 +152,7 @@ def test_verify_fails_with_worst_deviations(tmp_path):
 
 
 def test_verify_json_and_missing_entry(tmp_path):
-    r = run("verify", MODEL, FIXTURES / "golden.npz", "--json")
+    r = run("verify", MODEL, FIXTURES / "golden.npz", "--json", "-")
     assert r.exit_code == 0
     d = json.loads(r.stdout)
     assert d["passed"] is True and d["entry"] == "colour_int8.tflite"
@@ -192,5 +192,5 @@ def test_unicode_and_spaces_in_paths_and_labels(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout == (f"{d / 'tulipán rojo 🌷.png'}: This image most likely belongs to rosa roja "
                         "with a 100.00 percent confidence.\n")
-    data = json.loads(run("predict", FIXTURES / "colour_nometa.tflite", d, "--labels", labels, "--json").stdout)
+    data = json.loads(run("predict", FIXTURES / "colour_nometa.tflite", d, "--labels", labels, "--json", "-").stdout)
     assert data[0]["label"] == "rosa roja" and data[0]["source"].endswith("tulipán rojo 🌷.png")

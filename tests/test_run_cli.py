@@ -30,7 +30,7 @@ def test_run_never_overwrites_silently(tmp_path):
 
 
 def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
-    from edgeclf.cli.compare import RUN_INCOMPLETE_MARKER
+    from edgeclf.cli.run import RUN_INCOMPLETE_MARKER
 
     out = tmp_path / "r"
     (out / "data" / "circles").mkdir(parents=True)  # what an interrupted run left
@@ -44,7 +44,6 @@ def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
 
 @pytest.mark.slow
 def test_run_end_to_end_tiny(tmp_path):
-    pytest.importorskip("tensorflow")
     out = tmp_path / "r"
     res = CliRunner().invoke(main, ["run", "--out", str(out), "--per-class", "12", "--epochs", "1",
                                     "--image-size", "32", "--threads", "1"])

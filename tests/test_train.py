@@ -7,10 +7,11 @@ from click.testing import CliRunner
 from edgeclf.cli import main
 from edgeclf.data.synth import generate
 from edgeclf.errors import DataError, UsageError
+from edgeclf.runtime.layout import RunDir
 
 from _data_helpers import make_folder
 
-RUN_FILES = {"model.keras", "labels.txt", "config.json", "split.json", "history.json", "metrics.json",
+RUN_FILES = {"model.keras", "spec.json", "labels.txt", "config.json", "split.json", "history.json", "metrics.json",
              "curves.png", "confusion.png", "mistakes.png"}
 
 
@@ -42,11 +43,14 @@ def test_cli_train_writes_the_whole_run(shapes, tmp_path):
 
     labels = (out / "labels.txt").read_text().splitlines()
     assert labels == ["circles", "squares", "triangles"]
+    spec = RunDir(out).spec()
+    assert spec.labels == ("circles", "squares", "triangles") and spec.input_size == (24, 24)
+    assert spec.output_kind.value == "logits" and spec.resize_method == "bilinear"
+    assert spec.model_name == "tutorial_cnn_aug"
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == "tutorial_cnn_aug" and config["image_size"] == [24, 24]
-    assert config["num_classes"] == 3 and config["output_kind"] == "logits"
-    assert config["resize_method"] == "bilinear" and config["seed"] == 123
+    assert config["model"] == "tutorial_cnn_aug" and config["seed"] == 123
     assert config["data"] == str(shapes.resolve())
+    assert not {"labels", "image_size", "output_kind", "resize_method"} & set(config), "those live in spec.json"
 
     split = json.loads((out / "split.json").read_text())
     used = split["train"] + split["val"] + split["test"]
@@ -92,8 +96,8 @@ def test_binary_sigmoid_model_trains_and_stops_at_accuracy(tmp_path):
     r = train_model(root, out=tmp_path / "run", model="horse_human_cnn", epochs=4, batch_size=8,
                     optimizer="rmsprop", stop_at_accuracy=0.01, verbose=False)
     assert r.epochs_run == 1, "stop-at-accuracy 0.01 must stop after the first epoch"
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["output_kind"] == "sigmoid"
+    spec = RunDir(tmp_path / "run").spec()
+    assert spec.output_kind.value == "sigmoid" and spec.num_outputs == 1
     assert np.array(r.metrics["confusion_matrix"]).shape == (2, 2)
 
 
@@ -143,17 +147,33 @@ def test_a_class_with_only_bad_files_is_a_data_error(tmp_path):
 
 
 @pytest.mark.parametrize("option, message", [
-    ({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"optimizer": "lbfgs"}, "optimizer"),
-    ({"learning_rate": -1.0}, "--learning-rate"), ({"val_split": 0.0}, "--val-split"),
-    ({"fine_tune": 5}, "--fine-tune"), ({"stop_at_accuracy": 1.5}, "--stop-at-accuracy"),
-    ({"model": "vgg"}, "unknown model"), ({"mixed_precision": "maybe"}, "--mixed-precision"),
-    ({"early_stopping": 0}, "--early-stopping"),
+    ({"epochs": 0}, "^epochs must"), ({"batch_size": 0}, "^batch_size must"), ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"learning_rate": -1.0}, "^learning_rate must"), ({"val_split": 0.0}, "^val_split must"),
+    ({"fine_tune": 5}, "--fine-tune"), ({"stop_at_accuracy": 1.5}, "^stop_at_accuracy must"),
+    ({"model": "vgg"}, "'vgg' is unknown"), ({"mixed_precision": "maybe"}, "mixed precision mode 'maybe'"),
+    ({"early_stopping": 0}, "^early_stopping is a patience"), ({"seed": -1}, "^seed must be a whole number"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
+    """The library names its parameters (a Python caller never typed a flag)."""
     from edgeclf.train import train_model
 
     with pytest.raises(UsageError, match=message):
         train_model(tmp_path / "missing", out=tmp_path / "run", **option)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "Error: --epochs must be at least 1; got 0"),
+    (["--batch-size", "0"], "Error: --batch-size must be at least 1; got 0"),
+    (["--val-split", "1.5"], "Error: --val-split must be between 0 and 1"),
+])
+def test_the_cli_names_the_flag_the_library_names_the_parameter(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    res = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.slow

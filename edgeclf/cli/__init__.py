@@ -10,7 +10,16 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EdgeclfError
+from ..errors import EdgeclfError, OptionError
+
+
+def _flag(ctx, param: str) -> str:
+    """The command-line spelling of a library parameter name (``batch_size`` -> ``--batch-size``)."""
+    sub = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    for p in getattr(sub, "params", ()):
+        if p.name == param and getattr(p, "opts", None):
+            return max(p.opts, key=len)
+    return "--" + param.replace("_", "-")
 
 
 class _Group(click.Group):
@@ -19,6 +28,9 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except OptionError as exc:
+            click.echo(f"Error: {exc.for_flag(_flag(ctx, exc.param))}", err=True)
+            sys.exit(exc.exit_code)
         except EdgeclfError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
@@ -60,12 +72,15 @@ def main():
     on-device parity and latency with a TensorFlow-free runtime.
 
     Set EDGECLF_VERBOSE=1 to see TensorFlow's own logs and full tracebacks."""
+    from .._term import show_progress_on_stderr
+
+    show_progress_on_stderr()
 
 
 def _register():
-    from . import compare, data, export, predict, train
+    from . import compare, data, export, predict, run, train
 
-    for module in (data, train, export, predict, compare):
+    for module in (data, train, export, predict, compare, run):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from ._options import emit_json, json_option, json_to_stdout
 
 COMMANDS: list[click.Command] = []
 
@@ -45,8 +45,8 @@ def synth_command(out, classes, per_class, size, seed, image_format, overwrite):
 @click.option("--grid", type=click.Path(dir_okay=False), default=None,
               help="Write a labelled grid of sample images to this PNG.")
 @click.option("--per-class", default=4, show_default=True, type=int, help="Samples per class in the grid.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_command(directory, grid, per_class, as_json):
+@json_option
+def inspect_command(directory, grid, per_class, json_out):
     """Counts per class, image sizes and modes, unreadable files with reasons."""
     from .._term import format_table, info
     from ..data.inspect import inspect_folder, sample_grid
@@ -55,9 +55,8 @@ def inspect_command(directory, grid, per_class, as_json):
     if per_class < 1:
         raise UsageError(f"--per-class must be at least 1; got {per_class}")
     report = inspect_folder(directory)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    else:
+    emit_json(json_out, report.to_dict())
+    if not json_to_stdout(json_out):
         click.echo(f"{report.root}: {report.total} readable images in {len(report.class_names)} classes")
         click.echo(format_table(["class", "images"], [(n, c) for n, c in report.counts.items()]))
         sizes = list(report.sizes.items())

@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import click
 
-_PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat")
+from ..runtime.spec import DEFAULT_CALIBRATION_SIZE, DEFAULT_SEED, Format, IOType, Precision, choices
+from ._options import emit_json, json_option, json_to_stdout
 
 
 @click.command("export")
 @click.argument("source", type=click.Path(path_type=str))
 @click.option("--out", "out", required=True, type=click.Path(path_type=str),
               help="Folder to write (model_<precision>.tflite/.onnx, export.json, golden.npz).")
-@click.option("--format", "formats", multiple=True, metavar="tflite|onnx",
-              help="Output format; repeat for both (default: both).")
+@click.option("--format", "formats", multiple=True, metavar="|".join(choices(Format)),
+              help="Output format; repeat for several (default: tflite and onnx).")
 @click.option("--precision", "precisions", multiple=True, metavar="P",
-              help=f"One of {', '.join(_PRECISIONS)}; repeat for several (default: every supported one).")
-@click.option("--io", "io", default=None, metavar="uint8|int8|float32",
+              help=f"One of {', '.join(choices(Precision))}; repeat for several (default: every supported one).")
+@click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
               help="Input/output type of the full-integer TFLite files (int8, qat). Default uint8.")
 @click.option("--calibration", type=click.Path(path_type=str), default=None,
               help="Folder of training images for calibration (default: the run's training split).")
-@click.option("--calibration-size", type=int, default=200, show_default=True,
+@click.option("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE, show_default=True,
               help="Images in the class-stratified calibration sample.")
 @click.option("--data", type=click.Path(path_type=str), default=None,
               help="Class-folder dataset, split as training splits it (a run's own fractions and seed; "
-                   "else 80/20, seed 123): the training part for calibration and QAT, the rest for validation.")
+                   f"else 80/20, seed {DEFAULT_SEED}): the training part for calibration and QAT, the rest for "
+                   "validation.")
 @click.option("--qat-epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option("--json", "json_path", type=click.Path(path_type=str), default=None,
-              help="Also write the report as JSON to this file.")
+@json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, overwrite, json_path):
+               labels, seed, overwrite, json_out):
     """Convert a trained classifier (a run directory, or a .keras/.h5/SavedModel with
     --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
     against the Keras model with the TensorFlow-free runtime.
@@ -43,7 +44,6 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
       edgeclf export runs/cnn --out export/cnn --format tflite --precision int8 --io int8
       edgeclf export my_model.keras --labels labels.txt --data photos/ --out export/mine
     """
-    from .._io import write_json
     from .._optional import ensure_installed
     from ..export.exporter import export_model
 
@@ -53,9 +53,9 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
         qat_epochs=qat_epochs, seed=seed, overwrite=overwrite,
     )
-    click.echo(report.table())
-    if json_path:
-        write_json(json_path, report.to_dict())
+    emit_json(json_out, report.to_dict())
+    if not json_to_stdout(json_out):
+        click.echo(report.table())
 
 
 COMMANDS: list[click.Command] = [export_cmd]

@@ -3,17 +3,16 @@ only when the model file is loaded."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
+from ._options import emit_json, json_option, json_to_stdout, threads_option
+
 COMMANDS: list[click.Command] = []
 
-_THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="Engine threads (default: the number of physical cores).")
+_THREADS = threads_option
 
 
 def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
@@ -44,13 +43,13 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also show the next most likely labels.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per image) instead of sentences.")
+@json_option
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Labels file (one class name per line, in output order), for a model without edgeclf "
                    "metadata; it replaces the labels a file carries.")
 @_THREADS
 @click.pass_context
-def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
+def predict_cmd(ctx, model, images, top_k, json_out, labels_file, threads):
     """Classify images (files or directories of them) with a .tflite or .onnx model.
 
     One line per image, e.g. "tulip.jpg: This image most likely belongs to tulips with a
@@ -59,10 +58,10 @@ def predict_cmd(ctx, model, images, top_k, as_json, labels_file, threads):
     """
     from ..runtime.classifier import load_classifier
 
-    _predict(ctx, load_classifier(model, threads=threads, labels=labels_file), images, top_k, as_json)
+    _predict(ctx, load_classifier(model, threads=threads, labels=labels_file), images, top_k, json_out)
 
 
-def _predict(ctx, clf, images, top_k, as_json):
+def _predict(ctx, clf, images, top_k, json_out):
     import numpy as np
 
     from ..errors import ImageError
@@ -92,14 +91,13 @@ def _predict(ctx, clf, images, top_k, as_json):
                 records.append({"source": path, "error": errors[i]})
                 continue
             p = clf.to_prediction(next(probs), top_k=top_k, source=path)
-            if as_json:
-                records.append(p.to_dict())
+            records.append(p.to_dict())
+            if json_to_stdout(json_out):
                 continue
             click.echo(f"{path}: {p.sentence()}")
             for rank, (label, conf) in enumerate(p.top_k[1:], start=2):
                 click.echo(f"    {rank}. {label} {100 * conf:.2f} percent")
-    if as_json:
-        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    emit_json(json_out, records)
     if failed:
         ctx.exit(1)
 
@@ -108,9 +106,9 @@ def _predict(ctx, clf, images, top_k, as_json):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("golden", type=click.Path(path_type=Path), metavar="GOLDEN.npz")
 @_THREADS
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 @click.pass_context
-def verify_cmd(ctx, model, golden, threads, as_json):
+def verify_cmd(ctx, model, golden, threads, json_out):
     """Check MODEL against the golden outputs recorded at export time (GOLDEN.npz).
 
     Runs the recorded images through the model and compares its probabilities with the
@@ -123,9 +121,8 @@ def verify_cmd(ctx, model, golden, threads, as_json):
 
     clf = load_classifier(model, threads=threads)
     report = verify_golden(clf, golden)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
+    emit_json(json_out, report.to_dict())
+    if not json_to_stdout(json_out):
         verdict = "OK" if report.passed else "FAILED"
         click.echo(f"{verdict}: {clf.path.name} ({clf.format}, {clf.precision}, {clf.threads} thread{'' if clf.threads == 1 else 's'}) on "
                    f"{report.images} golden images: max |difference| {report.max_abs_diff:.6f}, "

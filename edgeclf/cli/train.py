@@ -1,20 +1,19 @@
-"""CLI commands: train, models. Heavy imports stay inside the command functions."""
+"""CLI commands: train, models. Heavy imports stay inside the command functions (the model
+registry, ``edgeclf.train.zoo``, imports no TensorFlow)."""
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from ..runtime.spec import DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
+from ..train.zoo import MODELS
+from ._options import emit_json, json_option, json_to_stdout
 
 COMMANDS: list[click.Command] = []
 
-# The same names as edgeclf.train.zoo.MODELS (tests/test_models.py checks), spelled out because
-# importing the CLI must not import edgeclf.train.
-_MODEL_NAMES = ["tutorial_cnn", "tutorial_cnn_aug", "cats_dogs_cnn", "horse_human_cnn", "mobilenet_v2",
-                "mobilenet_v3_small"]
 
-
-def _size(value):
+def parse_image_size(value):
+    """``--image-size`` as (height, width): ``S`` or ``HxW``; None stays None (the default)."""
     from ..runtime.preprocess import image_size_arg
 
     if value is None:
@@ -32,7 +31,7 @@ def _size(value):
 
 @click.command("train")
 @click.argument("data", type=click.Path())
-@click.option("--model", "model", type=click.Choice(_MODEL_NAMES), default="tutorial_cnn_aug", show_default=True)
+@click.option("--model", "model", type=click.Choice(list(MODELS)), default="tutorial_cnn_aug", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--image-size", default=None,
               help="S or HxW. Default: the size all images share, else the model's tutorial size.")
@@ -41,13 +40,13 @@ def _size(value):
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "sgd"]), default="adam", show_default=True)
 @click.option("--learning-rate", type=float, default=None,
               help="Default 1e-3 (adam, rmsprop) or 1e-2 (sgd, momentum 0.9).")
-@click.option("--val-split", default=0.2, show_default=True, type=float,
+@click.option("--val-split", default=DEFAULT_VAL_SPLIT, show_default=True, type=float,
               help="Fraction of every class held out for validation (seeded, stratified).")
 @click.option("--val-dir", type=click.Path(), default=None,
               help="A separate class-per-folder validation set (then all of DATA trains).")
-@click.option("--test-split", default=0.0, show_default=True, type=float,
+@click.option("--test-split", default=DEFAULT_TEST_SPLIT, show_default=True, type=float,
               help="Fraction carved off as a test set (from --val-dir when given).")
-@click.option("--seed", default=123, show_default=True, type=int)
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0))
 @click.option("--weights", default="none", show_default=True,
               help="none, imagenet (mobilenets; needs network) or a weights file.")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="MobileNet width multiplier.")
@@ -62,10 +61,10 @@ def _size(value):
 @click.option("--no-cache", is_flag=True, help="Decode into memory without the disk cache.")
 @click.option("--workers", type=int, default=None, help="Decoding processes (default: one per CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty run directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 def train_command(data, model, out, image_size, epochs, batch_size, optimizer, learning_rate, val_split, val_dir,
                   test_split, seed, weights, alpha, fine_tune, early_stopping, stop_at_accuracy, mixed_precision,
-                  no_cache, workers, overwrite, as_json):
+                  no_cache, workers, overwrite, json_out):
     """Train MODEL on DATA (one subfolder per class) and write the run to OUT.
 
     OUT gets model.keras (the inference model), labels.txt, config.json, split.json,
@@ -75,16 +74,15 @@ def train_command(data, model, out, image_size, epochs, batch_size, optimizer, l
     from ..train.trainer import TrainConfig, train_model
 
     ensure_installed("tensorflow", "tf_keras", purpose="training")
-    cfg = TrainConfig(model=model, image_size=_size(image_size), epochs=epochs, batch_size=batch_size,
+    cfg = TrainConfig(model=model, image_size=parse_image_size(image_size), epochs=epochs, batch_size=batch_size,
                       optimizer=optimizer, learning_rate=learning_rate, val_split=val_split, val_dir=val_dir,
                       test_split=test_split, seed=seed, weights=None if weights == "none" else weights,
                       alpha=alpha, fine_tune=fine_tune, early_stopping=early_stopping,
                       stop_at_accuracy=stop_at_accuracy, mixed_precision=mixed_precision, cache=not no_cache,
                       workers=workers)
     result = train_model(data, out=out, config=cfg, overwrite=overwrite)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-    else:
+    emit_json(json_out, result.to_dict())
+    if not json_to_stdout(json_out):
         m = result.metrics
         line = f"val_accuracy {m['val_accuracy']:.4f}"
         if "test_accuracy" in m:
@@ -97,27 +95,25 @@ def train_command(data, model, out, image_size, epochs, batch_size, optimizer, l
 @click.option("--image-size", default=None, help="S or HxW (default: the model's tutorial size).")
 @click.option("--num-classes", default=5, show_default=True, type=int)
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="MobileNet width multiplier.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (key 'params' holds the parameter count).")
-def models_command(name, image_size, num_classes, alpha, as_json):
+@json_option
+def models_command(name, image_size, num_classes, alpha, json_out):
     """List the model variants, or show NAME's layers and parameter counts."""
     from .._term import format_table
     from ..errors import UsageError
 
     if name is None:
-        from ..train.zoo import DEFAULT_SIZES, MODELS, describe
-
-        if as_json:
-            click.echo(json.dumps([{"name": n, "default_size": DEFAULT_SIZES[n], "description": describe(n)}
-                                   for n in MODELS], indent=2))
-        else:
-            click.echo(format_table(["model", "size", "description"],
-                                    [(n, DEFAULT_SIZES[n], describe(n)) for n in MODELS], align="lrl"))
+        emit_json(json_out, [{"name": e.name, "default_size": e.size, "output_kind": e.head.value,
+                              "description": e.description} for e in MODELS.values()])
+        if not json_to_stdout(json_out):
+            click.echo(format_table(["model", "size", "output", "description"],
+                                    [(e.name, e.size, e.head.value, e.description) for e in MODELS.values()],
+                                    align="lrll"))
         return
-    from ..train.zoo import MODELS, build_model
+    from ..train.zoo import build_model
 
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    built = build_model(name, image_size=_size(image_size), num_classes=num_classes, alpha=alpha)
+    built = build_model(name, image_size=parse_image_size(image_size), num_classes=num_classes, alpha=alpha)
     m = built.model
     trainable = int(sum(int(w.shape.num_elements()) for w in m.trainable_weights))
     total = int(m.count_params())
@@ -125,8 +121,8 @@ def models_command(name, image_size, num_classes, alpha, as_json):
             "output_kind": built.output_kind, "params": total, "trainable_params": trainable,
             "non_trainable_params": total - trainable, "layers": len(m.layers),
             "augmentation": [layer.name for layer in built.augmentation.layers] if built.augmentation else []}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
+    emit_json(json_out, info)
+    if json_to_stdout(json_out):
         return
     lines: list[str] = []
     m.summary(print_fn=lambda s, **_: lines.append(s), line_length=90)

@@ -67,7 +67,7 @@ def inspect_folder(root) -> DatasetReport:
 
 def sample_grid(root, out_png, *, per_class: int = 4, size: int = 96, seed: int = 0):
     """Write a labelled grid of sample images, one row per class (as the tutorials plot)."""
-    from ..train.plots import image_grid
+    from .grid import image_grid
 
     folder = scan_folder(root)
     rng = np.random.default_rng(seed)

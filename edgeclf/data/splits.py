@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..runtime.spec import DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
 from .folders import ImageFolder
 
 Item = tuple[str, int]
@@ -28,8 +29,8 @@ class Split:
     train: tuple[Item, ...]
     val: tuple[Item, ...]
     test: tuple[Item, ...] = ()
-    seed: int = 123
-    val_split: float | None = 0.2
+    seed: int = DEFAULT_SEED
+    val_split: float | None = DEFAULT_VAL_SPLIT
     test_split: float = 0.0
     root: str = ""
     val_root: str | None = None
@@ -38,7 +39,6 @@ class Split:
     def to_dict(self) -> dict:
         d = {
             "root": self.root,
-            "class_names": list(self.class_names),
             "seed": self.seed,
             "val_split": self.val_split,
             "test_split": self.test_split,
@@ -127,7 +127,7 @@ def check_val_folder(folder: ImageFolder, val_folder: ImageFolder) -> None:
     check_no_overlap(folder, val_folder)
 
 
-def split_folder(folder: ImageFolder, *, val_split: float = 0.2, test_split: float = 0.0, seed: int = 123,
+def split_folder(folder: ImageFolder, *, val_split: float = DEFAULT_VAL_SPLIT, test_split: float = DEFAULT_TEST_SPLIT, seed: int = DEFAULT_SEED,
                  val_folder: ImageFolder | None = None, skipped=()) -> Split:
     """Split ``folder`` into train / val (/ test), stratified by class and seeded.
 

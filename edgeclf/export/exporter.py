@@ -12,17 +12,17 @@ import numpy as np
 from .. import __version__
 from .._io import atomic_dir, check_out_dir, write_bytes, write_json
 from .._term import format_table, human_bytes, info
-from ..errors import ExportError, UsageError
-from ..runtime.metadata import ModelMetadata, OutputKind, Precision, file_sha256
+from ..errors import EdgeclfError, ExportError, OptionError, UsageError
+from ..runtime import metrics
+from ..runtime.layout import ExportDir
+from ..runtime.metadata import file_sha256
+from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, FLOAT32_MAX_ABS_DIFF, GOLDEN_ATOL, GOLDEN_IMAGES,
+                            NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec, OutputKind,
+                            Precision, parse_enum)
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
-from .golden import GOLDEN_ATOL, GOLDEN_IMAGES, write_golden
-from .onnx_export import ONNX_PRECISIONS
-from .tflite import NEEDS_CALIBRATION, TFLITE_PRECISIONS, IOType
+from .golden import write_golden
 
-FORMATS = ("tflite", "onnx")
-SUPPORTED = {"tflite": TFLITE_PRECISIONS, "onnx": ONNX_PRECISIONS}
-FLOAT32_MAX_ABS_DIFF = 1e-4
-DEFAULT_CALIBRATION_SIZE = 200
+FORMATS = tuple(f.value for f in Format)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ExportReport:
     keras_accuracy: Optional[float]
     files: tuple[ExportedFile, ...]
     qat: Optional[dict] = None
-    not_exported: tuple = ()  # (format, precision, reason): asked-for-by-default but impossible
+    not_exported: tuple = ()  # (format, precision, reason): in the default list but not possible here
     edgeclf_version: str = __version__
 
     def to_dict(self) -> dict:
@@ -93,78 +93,64 @@ class ExportReport:
         return format_table(["file", "precision", "size", "vs float32", "agreement", "accuracy"], rows)
 
 
-def _parse_formats(formats) -> tuple[str, ...]:
-    if not formats:
-        return FORMATS
-    out = []
-    for f in formats:
-        f = str(f).lower()
-        if f not in FORMATS:
-            raise UsageError(f"unknown format {f!r}; choose from: {', '.join(FORMATS)}")
-        if f not in out:
-            out.append(f)
-    return tuple(out)
-
-
-def _parse_precisions(precisions) -> Optional[tuple[Precision, ...]]:
-    if not precisions:
+def _parse_all(enum, values, *, name: str) -> Optional[tuple]:
+    if not values:
         return None
     out = []
-    for p in precisions:
-        try:
-            pr = Precision(str(p).lower())
-        except ValueError:
-            raise UsageError(f"unknown precision {p!r}; choose from: {', '.join(x.value for x in Precision)}") from None
-        if pr not in out:
-            out.append(pr)
+    for v in values:
+        m = parse_enum(enum, v, name=name)
+        if m not in out:
+            out.append(m)
     return tuple(out)
+
+
+def _needs_calibration(fmt: Format, p: Precision) -> bool:
+    return p in NEEDS_CALIBRATION[fmt]
 
 
 def plan_jobs(formats=None, precisions=None, *, has_calibration: bool = True,
               has_training: bool = True) -> tuple[list[tuple[str, Precision]], list[tuple[str, str, str]]]:
-    """The (format, precision) pairs to write, and those left out by default with the reason.
+    """The (format, precision) pairs to write, and those left out of the default list with the reason.
 
     Explicitly asked-for pairs that cannot be made raise UsageError naming the supported ones.
     """
-    fmts = _parse_formats(formats)
-    precs = _parse_precisions(precisions)
+    fmts = _parse_all(Format, formats, name="format") or tuple(Format)
+    precs = _parse_all(Precision, precisions, name="precision")
     explicit_formats = bool(formats)
-    jobs, left = [], []
+    jobs = []
 
     def supported_list(fmt):
-        return ", ".join(p.value for p in SUPPORTED[fmt])
+        return ", ".join(p.value for p in SUPPORTED_PRECISIONS[fmt])
 
     if precs is None:
-        for fmt in fmts:
-            for p in SUPPORTED[fmt]:
-                jobs.append((fmt, p))
+        jobs = [(fmt, p) for fmt in fmts for p in SUPPORTED_PRECISIONS[fmt]]
     else:
         for p in precs:
-            fmts_for_p = [f for f in fmts if p in SUPPORTED[f]]
+            fmts_for_p = [f for f in fmts if p in SUPPORTED_PRECISIONS[f]]
             if explicit_formats:
                 for f in fmts:
-                    if p not in SUPPORTED[f]:
-                        raise UsageError(f"{f} does not support precision {p.value}; {f} supports: {supported_list(f)}")
+                    if p not in SUPPORTED_PRECISIONS[f]:
+                        raise UsageError(f"{f.value} does not support precision {p.value}; {f.value} supports: "
+                                         f"{supported_list(f)}")
             if not fmts_for_p:
                 raise UsageError(f"precision {p.value} is not supported by "
-                                 + "; ".join(f"{f} (supports {supported_list(f)})" for f in fmts))
+                                 + "; ".join(f"{f.value} (supports {supported_list(f)})" for f in fmts))
             jobs += [(f, p) for f in fmts_for_p]
-    kept = []
+    kept, left = [], []
     for fmt, p in jobs:
         reason = None
         if p is Precision.QAT and not has_training:
             reason = "QAT needs labelled training images (a run directory, or --data DATA)"
-        elif p in NEEDS_CALIBRATION or (fmt == "onnx" and p is Precision.INT8):
-            if not has_calibration:
-                reason = f"{p.value} needs calibration images (--calibration DATA or --data DATA)"
+        elif _needs_calibration(fmt, p) and not has_calibration:
+            reason = f"{p.value} needs calibration images (--calibration DATA or --data DATA)"
         if reason:
             if precs is not None:
-                raise UsageError(f"{fmt} {p.value}: {reason}")
-            left.append((fmt, p.value, reason))
+                raise UsageError(f"{fmt.value} {p.value}: {reason}")
+            left.append((fmt.value, p.value, reason))
         else:
-            kept.append((fmt, p))
+            kept.append((fmt.value, p))
     # Order: every TFLite file, then ONNX; float32 first within each so ratios can be computed.
-    order = {p: i for i, p in enumerate(TFLITE_PRECISIONS)}
+    order = {p: i for i, p in enumerate(Precision)}
     kept.sort(key=lambda j: (FORMATS.index(j[0]), order[j[1]]))
     return kept, left
 
@@ -173,20 +159,6 @@ def _keras_probabilities(model, images: np.ndarray, kind: OutputKind) -> np.ndar
     from ..runtime.classifier import to_probabilities
 
     return to_probabilities(model.predict(images.astype(np.float32), batch_size=32, verbose=0), kind)
-
-
-def _collapsed(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> Optional[str]:
-    """Why a quantized file's predictions look collapsed, or None."""
-    n = len(pred)
-    if n < 4:
-        return None
-    if len(set(pred.tolist())) == 1 and len(set(ref.tolist())) > 1:
-        return (f"it predicts '{int(pred[0])}' for all {n} validation images, "
-                f"where the Keras model predicts {len(set(ref.tolist()))} different classes")
-    agree = float((pred == ref).mean())
-    if n >= 10 and agree <= 1.0 / num_classes + 0.1:
-        return f"its top-1 agrees with the Keras model on only {100 * agree:.1f}% of {n} images (chance is {100 / num_classes:.0f}%)"
-    return None
 
 
 def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
@@ -231,16 +203,10 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     t_start = time.monotonic()
     out = Path(out)
     if calibration_size < 1:
-        raise UsageError(f"--calibration-size must be at least 1, not {calibration_size}")
+        raise OptionError("calibration_size", f"must be at least 1, not {calibration_size}")
     if qat_epochs < 0:
-        raise UsageError(f"--qat-epochs must be 0 or more, not {qat_epochs}")
-    if io is not None:
-        try:
-            io_type = IOType(str(io).lower())
-        except ValueError:
-            raise UsageError(f"unknown --io {io!r}; choose from: {', '.join(t.value for t in IOType)}") from None
-    else:
-        io_type = IOType.UINT8
+        raise OptionError("qat_epochs", f"must be 0 or more, not {qat_epochs}")
+    io_type = IOType.UINT8 if io is None else parse_enum(IOType, io, name="--io type")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not overwrite:
@@ -267,7 +233,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     val = load_images(src.val, size, resize_method=src.resize_method, what="validation", bank=bank)
     val_source = src.data_source or "none"
     cal = None
-    if any(p in NEEDS_CALIBRATION or (f == "onnx" and p is Precision.INT8) for f, p in jobs):
+    if any(_needs_calibration(Format(f), p) for f, p in jobs):
         cal = calibration_set(cal_pool, size, n=calibration_size, seed=seed, resize_method=src.resize_method,
                               bank=bank)
         if len(cal) == 0:
@@ -291,13 +257,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
 
     model = src.model
     keras_probs = _keras_probabilities(model, check.images, src.output_kind)
-    keras_top1 = keras_probs.argmax(1)
-    top2 = np.sort(keras_probs, axis=1)[:, -2:] if keras_probs.shape[1] > 1 else np.ones((len(keras_probs), 2))
-    keras_margin = top2[:, 1] - top2[:, 0]
     labelled = check.has_labels
-    keras_acc = float((keras_top1 == check.indices).mean()) if labelled else None
+    keras_acc = metrics.accuracy(keras_probs, check.indices) if labelled and len(check) else None
+    explicit = bool(precisions)
 
-    meta = ModelMetadata(
+    meta = ModelSpec(
         labels=src.labels, input_size=size, output_kind=src.output_kind, precision="float32",
         resize_method=src.resize_method, edgeclf_version=__version__, source_sha256=src.sha256,
         model_name=src.name,
@@ -313,37 +277,45 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             for k, (fmt, prec) in enumerate(jobs, 1):
-                name = f"model_{prec.value}.{fmt}"
+                name = ExportDir.model_name(fmt, prec)
                 t0 = time.monotonic()
                 info(f"[{k}/{len(jobs)}] {name}: converting ...")
-                if prec is Precision.QAT and qat_model is None:
-                    qat_model, qat_info = _run_qat(src, seed=seed, epochs=qat_epochs, bank=bank)
-                extra = {"format": fmt}
-                if fmt == "tflite" and prec in (Precision.INT8, Precision.QAT):
-                    extra["io"] = io_type.value
-                if cal is not None and (prec in NEEDS_CALIBRATION or (fmt == "onnx" and prec is Precision.INT8)):
-                    extra["calibration_images"] = len(cal)
-                file_meta = meta.with_(precision=prec.value, extra=extra)
-                data_bytes = _convert(fmt, prec, model, qat_model, src.output_kind, cal, io_type, file_meta, cache)
                 path = tmp / name
-                write_bytes(path, data_bytes)
-                probs = _runtime_probabilities(path, check.images)
-                top1 = probs.argmax(1)
-                agreement = float((top1 == keras_top1).mean())
-                max_diff = float(np.abs(probs - keras_probs).max())
-                acc = float((top1 == check.indices).mean()) if labelled else None
-                # A float file may break an exact tie differently; any other top-1 change is a bug.
-                flips = int(((top1 != keras_top1) & (keras_margin > 1e-5)).sum())
-                if prec is Precision.FLOAT32 and (flips or max_diff >= FLOAT32_MAX_ABS_DIFF):
-                    raise ExportError(
-                        f"{name} does not match the Keras model: top-1 differs on {flips}"
-                        f"/{len(top1)} images (none may), max abs probability difference {max_diff:.2e} "
-                        f"(must be < {FLOAT32_MAX_ABS_DIFF:.0e}); the conversion is wrong, please report it")
-                if prec is not Precision.FLOAT32:
-                    why = _collapsed(top1, keras_top1, len(src.labels))
-                    if why:
-                        raise ExportError(f"{name}: quantization collapsed: {why}; "
-                                          "check the calibration images (--calibration) or export another precision")
+                try:
+                    if prec is Precision.QAT and qat_model is None:
+                        if qat_info is not None:  # QAT already failed for the other format
+                            raise ExportError(qat_info["failed"])
+                        try:
+                            qat_model, qat_info = _run_qat(src, seed=seed, epochs=qat_epochs, bank=bank)
+                        except EdgeclfError as exc:
+                            qat_info = {"failed": str(exc)}
+                            raise
+                    extra = {"format": fmt}
+                    if fmt == Format.TFLITE.value and prec in (Precision.INT8, Precision.QAT):
+                        extra["io"] = io_type.value
+                    if cal is not None and _needs_calibration(Format(fmt), prec):
+                        extra["calibration_images"] = len(cal)
+                    file_meta = meta.with_(precision=prec.value, extra=extra)
+                    data_bytes = _convert(fmt, prec, model, qat_model, src.output_kind, cal, io_type, file_meta,
+                                          cache)
+                    write_bytes(path, data_bytes)
+                    probs = _runtime_probabilities(path, check.images)
+                    _check_file(name, prec, probs, keras_probs)
+                except EdgeclfError as exc:
+                    # A precision the converter or engine cannot do for this model (int16x8 on
+                    # HARD_SWISH, QAT on an unsupported layer) must not throw away the others,
+                    # unless the user asked for it by name. float32 is the baseline: never skipped.
+                    if explicit or prec is Precision.FLOAT32:
+                        raise
+                    if path.exists():
+                        path.unlink()
+                    reason = str(exc)
+                    left.append((fmt, prec.value, reason))
+                    info(f"[{k}/{len(jobs)}] {name}: skipped: {reason}")
+                    continue
+                agreement = metrics.top1_agreement(probs, keras_probs) if len(probs) else float("nan")
+                max_diff = metrics.abs_prob_diff(probs, keras_probs)[0] if len(probs) else float("nan")
+                acc = metrics.accuracy(probs, check.indices) if labelled and len(probs) else None
                 size_b = path.stat().st_size
                 if prec is Precision.FLOAT32:
                     float32_size[fmt] = size_b
@@ -358,7 +330,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                 acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
                 info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
                      f"({secs:.1f}s)")
-            write_golden(tmp / "golden.npz", check.images[:golden_n], golden)
+            write_golden(tmp / ExportDir.GOLDEN, check.images[:golden_n], golden)
             report = ExportReport(
                 out=str(out.resolve()), source=str(src.path.resolve()), source_sha256=src.sha256,
                 model_name=src.name, labels=src.labels, image_size=size, output_kind=src.output_kind.value,
@@ -368,9 +340,10 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                               "skipped": [list(s) for s in cal.skipped]} if cal is not None else {}),
                 validation={"source": val_source, "size": len(check), "labelled": labelled,
                             "golden_images": golden_n},
-                keras_accuracy=keras_acc, files=tuple(files), qat=qat_info, not_exported=tuple(left),
+                keras_accuracy=keras_acc, files=tuple(files),
+                qat=None if qat_info is None or "failed" in qat_info else qat_info, not_exported=tuple(left),
             )
-            write_json(tmp / "export.json", report.to_dict())
+            write_json(tmp / ExportDir.REPORT, report.to_dict())
     except FileExistsError:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it") from None
     if qat_info is not None:
@@ -419,6 +392,24 @@ def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict)
     return proto.SerializeToString()
 
 
+def _check_file(name: str, prec: Precision, probs: np.ndarray, keras_probs: np.ndarray) -> None:
+    """Raise ExportError when a float32 file is not the Keras model, or a quantized one collapsed."""
+    if prec is Precision.FLOAT32:
+        # A float file may break an exact tie differently; any other top-1 change is a bug.
+        flips = metrics.top1_flips(probs, keras_probs, min_margin=1e-5)
+        max_diff = metrics.abs_prob_diff(probs, keras_probs)[0] if len(probs) else 0.0
+        if flips or max_diff >= FLOAT32_MAX_ABS_DIFF:
+            raise ExportError(
+                f"{name} does not match the Keras model: top-1 differs on {flips}"
+                f"/{len(probs)} images (none may), max abs probability difference {max_diff:.2e} "
+                f"(must be < {FLOAT32_MAX_ABS_DIFF:.0e}); the conversion is wrong, please report it")
+        return
+    why = metrics.collapse_reason(probs, keras_probs)
+    if why:
+        raise ExportError(f"{name}: quantization collapsed: {why}; "
+                          "check the calibration images (--calibration) or export another precision")
+
+
 def _runtime_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
     from ..runtime import load_classifier
 
@@ -430,7 +421,7 @@ def _runtime_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
 def _say_qat_vs_ptq(files: Iterable[ExportedFile]) -> None:
     by = {(f.format, f.precision): f for f in files}
     for fmt in FORMATS:
-        q, p = by.get((fmt, "qat")), by.get((fmt, "int8"))
+        q, p = by.get((fmt, Precision.QAT.value)), by.get((fmt, Precision.INT8.value))
         if q and p and q.accuracy is not None and p.accuracy is not None:
             info(f"{fmt}: QAT accuracy {100 * q.accuracy:.1f}% vs post-training int8 {100 * p.accuracy:.1f}% "
                  "on the same validation images")

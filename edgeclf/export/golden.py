@@ -1,18 +1,7 @@
 """``golden.npz``: a few validation images and what each exported file must answer on them,
 for ``edgeclf verify`` on the device.
 
-The tolerances are per precision and deliberately looser than what this machine shows, so
-that a different CPU (ARM vs x86, XNNPACK vs reference kernels, VNNI vs AVX2) still passes:
-
-| precision | atol (max abs probability difference) | why |
-|---|---|---|
-| float32 | 1e-4 | float kernels differ only in summation order |
-| float16 | 1e-2 | an engine may compute in half precision |
-| dynamic | 2e-2 | activations are quantized at run time by CPU-specific kernels |
-| int16x8 | 2e-2 | 16-bit activations; rounding differs by a unit at most |
-| int8, qat | 5e-2 | one quantization step of a logit moves a probability by about this |
-
-The same values apply to TFLite and ONNX files of a precision.
+The tolerance of each precision, and why, is ``edgeclf.runtime.spec.GOLDEN_ATOL``.
 """
 
 from __future__ import annotations
@@ -22,17 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
-from ..runtime.metadata import Precision
-
-GOLDEN_ATOL = {
-    Precision.FLOAT32: 1e-4,
-    Precision.FLOAT16: 1e-2,
-    Precision.DYNAMIC: 2e-2,
-    Precision.INT16X8: 2e-2,
-    Precision.INT8: 5e-2,
-    Precision.QAT: 5e-2,
-}
-GOLDEN_IMAGES = 8
 
 
 def write_golden(path, images: np.ndarray, outputs: dict[str, tuple[np.ndarray, float]]) -> Path:

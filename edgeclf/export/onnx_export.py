@@ -13,11 +13,10 @@ import numpy as np
 
 from .._quiet import native_stderr_silenced
 from ..errors import ExportError
-from ..runtime.metadata import OutputKind, Precision
+from ..runtime.spec import OutputKind, Precision
 
 OPSET = 17
 INPUT_NAME = "image"
-ONNX_PRECISIONS = (Precision.FLOAT32, Precision.INT8, Precision.DYNAMIC, Precision.QAT)
 
 
 def _onnx():

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 
 from .._quiet import native_stderr_silenced
 from ..errors import ExportError, UsageError
-from ..runtime.metadata import Precision
-
-
-class IOType(str, Enum):
-    """The input/output tensor type of a full-integer model."""
-
-    UINT8 = "uint8"
-    INT8 = "int8"
-    FLOAT32 = "float32"
-
-
-TFLITE_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC, Precision.INT8,
-                     Precision.INT16X8, Precision.QAT)
-NEEDS_CALIBRATION = {Precision.INT8, Precision.INT16X8, Precision.QAT}
+from ..runtime.spec import IOType, Precision
 
 
 def _representative(images: np.ndarray):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from enum import Enum
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, UsageError
+from .spec import ResizeMethod
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -33,14 +33,6 @@ MAX_PIXELS = int(os.environ.get("EDGECLF_MAX_PIXELS", 200_000_000))
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-class ResizeMethod(str, Enum):
-    BILINEAR = "bilinear"
-    NEAREST = "nearest"
-    BICUBIC = "bicubic"
-    AREA = "area"
-    LANCZOS = "lanczos"
 
 
 _PIL_RESAMPLE = {

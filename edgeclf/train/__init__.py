@@ -1,9 +1,24 @@
-"""edgeclf.train: the model zoo, the trainer and its plots.
+"""edgeclf.train: the model zoo (a registry), the trainer and its plots.
 
-``train_model`` and ``build_model`` import TensorFlow only when called.
+Importing this package (or ``edgeclf.train.zoo``, the registry) loads no TensorFlow;
+``train_model`` and ``build_model`` import it when called.
 """
 
-from .trainer import TrainConfig, TrainResult, train_model
-from .zoo import MODELS, BuiltModel, build_model
+from __future__ import annotations
 
-__all__ = ["MODELS", "BuiltModel", "TrainConfig", "TrainResult", "build_model", "train_model"]
+from .._lazy import lazy_exports
+
+_LAZY = {
+    "MODELS": "edgeclf.train.zoo",
+    "BuiltModel": "edgeclf.train.zoo",
+    "build_model": "edgeclf.train.zoo",
+    "register_model": "edgeclf.train.zoo",
+    "TrainConfig": "edgeclf.train.trainer",
+    "TrainResult": "edgeclf.train.trainer",
+    "train_model": "edgeclf.train.trainer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

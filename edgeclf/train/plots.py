@@ -1,4 +1,4 @@
-"""The training plots: curves.png, confusion.png, mistakes.png, and sample grids.
+"""The training plots: curves.png, confusion.png, mistakes.png.
 
 matplotlib with the Agg backend (no display needed), every file written atomically.
 """
@@ -9,29 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_path
-from .._optional import require
-
-
-def _plt():
-    mpl = require("matplotlib", purpose="plotting")
-    mpl.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> Path:
-    plt = _plt()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+from ..data.grid import image_grid, pyplot, save_figure
 
 
 def plot_curves(history: dict, path) -> Path:
     """Training vs validation accuracy and loss per epoch, side by side (as the tutorials plot)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history.get("loss", [])) + 1)
     for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
@@ -51,12 +34,12 @@ def plot_curves(history: dict, path) -> Path:
         for ax in axes:
             ax.axvline(marks + 0.5, color="grey", ls="--", lw=1)
             ax.text(marks + 0.6, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8, color="grey")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, class_names, path, *, title="Confusion matrix (validation)") -> Path:
     """Rows are true classes, columns predicted; each cell shows its count."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(matrix)
     n = len(class_names)
     side = max(4.0, 0.6 * n + 2)
@@ -73,29 +56,7 @@ def plot_confusion(matrix, class_names, path, *, title="Confusion matrix (valida
             ax.text(j, i, str(int(m[i, j])), ha="center", va="center",
                     color="white" if hi and m[i, j] > hi / 2 else "black", fontsize=9)
     ax.set_title(title)
-    return _save(fig, path)
-
-
-def image_grid(images, titles, path, *, cols: int = 4, title: str | None = None, colors=None) -> Path:
-    """Images (uint8 HxWx3, or None for a blank cell) with a caption each."""
-    plt = _plt()
-    n = max(len(images), 1)
-    cols = max(1, min(cols, n))
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < len(images) and images[k] is not None:
-            ax.imshow(images[k])
-            ax.set_title(titles[k], fontsize=8, color=(colors[k] if colors else "black"))
-    if not images:
-        axes.flat[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.5 * rows)))
-    else:
-        fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mistakes(images, true_idx, pred_idx, confidences, class_names, path, *, limit: int = 16,
@@ -105,11 +66,11 @@ def plot_mistakes(images, true_idx, pred_idx, confidences, class_names, path, *,
     titles = [f"pred: {class_names[pred_idx[i]]} ({confidences[i]:.0%})\ntrue: {class_names[true_idx[i]]}"
               for i in shown]
     if not shown:
-        plt = _plt()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.axis("off")
         ax.text(0.5, 0.5, "No misclassified validation images", ha="center", va="center")
-        return _save(fig, path)
+        return save_figure(fig, path)
     total = len(images) if total is None else total
     head = f"Misclassified validation images ({len(shown)} of {total})"
     return image_grid([images[i] for i in shown], titles, path, cols=4, title=head,

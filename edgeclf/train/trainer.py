@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,8 +18,12 @@ import numpy as np
 from .. import __version__
 from .._io import atomic_dir, check_out_dir, write_json, write_text
 from .._term import info
-from ..errors import DataError, UsageError
-from ..runtime.preprocess import ResizeMethod, image_size_arg
+from ..errors import OptionError, UsageError
+from ..runtime.metrics import accuracy, confusion_matrix, majority_class, mean_log_loss
+from ..runtime.layout import RunDir
+from ..runtime.preprocess import image_size_arg
+from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, ModelSpec,
+                            ResizeMethod, parse_enum)
 from . import zoo
 
 
@@ -56,54 +59,46 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: Optimizer = Optimizer.ADAM
     learning_rate: float | None = None
-    val_split: float = 0.2
+    val_split: float = DEFAULT_VAL_SPLIT
     val_dir: str | None = None
-    test_split: float = 0.0
-    seed: int = 123
+    test_split: float = DEFAULT_TEST_SPLIT
+    seed: int = DEFAULT_SEED
     weights: str | None = None
     alpha: float = 1.0
     fine_tune: int = 0
     early_stopping: int | None = None
     stop_at_accuracy: float | None = None
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
-    resize_method: ResizeMethod = ResizeMethod.BILINEAR
+    resize_method: ResizeMethod = DEFAULT_RESIZE
     cache: bool = True
     workers: int | None = None
 
     def validated(self) -> "TrainConfig":
         if self.model not in zoo.MODELS:
-            raise UsageError(f"unknown model {self.model!r}; choose one of: {', '.join(zoo.MODELS)}")
-        try:
-            opt = Optimizer(self.optimizer)
-        except ValueError:
-            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of: "
-                             f"{', '.join(o.value for o in Optimizer)}") from None
-        try:
-            mp = MixedPrecision(self.mixed_precision)
-        except ValueError:
-            raise UsageError(f"--mixed-precision must be auto, on or off; got {self.mixed_precision!r}") from None
-        try:
-            rm = ResizeMethod(self.resize_method)
-        except ValueError:
-            raise UsageError(f"unknown resize method {self.resize_method!r}") from None
+            raise OptionError("model", f"{self.model!r} is unknown; choose one of: {', '.join(zoo.MODELS)}")
+        opt = parse_enum(Optimizer, self.optimizer, name="optimizer")
+        mp = parse_enum(MixedPrecision, self.mixed_precision, name="mixed precision mode")
+        rm = parse_enum(ResizeMethod, self.resize_method, name="resize method")
         size = None if self.image_size is None else image_size_arg(self.image_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OptionError("seed", f"must be a whole number >= 0; got {self.seed!r}")
         if self.epochs < 1:
-            raise UsageError(f"--epochs must be at least 1; got {self.epochs}")
+            raise OptionError("epochs", f"must be at least 1; got {self.epochs}")
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1; got {self.batch_size}")
+            raise OptionError("batch_size", f"must be at least 1; got {self.batch_size}")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise UsageError(f"--learning-rate must be a positive number; got {self.learning_rate}")
+            raise OptionError("learning_rate", f"must be a positive number; got {self.learning_rate}")
         if self.val_dir is None and not (0 < self.val_split < 1):
-            raise UsageError(f"--val-split must be between 0 and 1 (exclusive) unless --val-dir is given; "
-                             f"got {self.val_split}")
+            raise OptionError("val_split", f"must be between 0 and 1 (exclusive) unless a validation folder is "
+                                           f"given; got {self.val_split}")
         if not (0 <= self.test_split < 1):
-            raise UsageError(f"--test-split must be in [0, 1); got {self.test_split}")
+            raise OptionError("test_split", f"must be in [0, 1); got {self.test_split}")
         if self.early_stopping is not None and self.early_stopping < 1:
-            raise UsageError(f"--early-stopping is a patience in epochs, at least 1; got {self.early_stopping}")
+            raise OptionError("early_stopping", f"is a patience in epochs, at least 1; got {self.early_stopping}")
         if self.stop_at_accuracy is not None and not (0 < self.stop_at_accuracy <= 1):
-            raise UsageError(f"--stop-at-accuracy must be a fraction in (0, 1]; got {self.stop_at_accuracy}")
+            raise OptionError("stop_at_accuracy", f"must be a fraction in (0, 1]; got {self.stop_at_accuracy}")
         if self.fine_tune < 0:
-            raise UsageError(f"--fine-tune must be 0 or a number of layers; got {self.fine_tune}")
+            raise OptionError("fine_tune", f"must be 0 or a number of layers; got {self.fine_tune}")
         if self.fine_tune and self.model not in ("mobilenet_v2", "mobilenet_v3_small"):
             raise UsageError(f"--fine-tune applies to the pretrained bases (mobilenet_v2, mobilenet_v3_small), "
                              f"not {self.model}")
@@ -111,7 +106,7 @@ class TrainConfig:
             raise UsageError("--fine-tune needs pretrained --weights (imagenet or a file); "
                              "with --weights none the whole model trains from the start")
         if self.workers is not None and self.workers < 1:
-            raise UsageError(f"--workers must be at least 1; got {self.workers}")
+            raise OptionError("workers", f"must be at least 1; got {self.workers}")
         return dataclasses.replace(self, optimizer=opt, mixed_precision=mp, resize_method=rm, image_size=size)
 
     def to_dict(self) -> dict:
@@ -171,7 +166,7 @@ def _common_size(paths) -> tuple[int, int] | None:
 
 def _auto_image_size(paths, model: str) -> tuple[tuple[int, int], str]:
     """The training size when no --image-size is given, and why (for the log line)."""
-    default = image_size_arg(zoo.DEFAULT_SIZES[model])
+    default = image_size_arg(zoo.MODELS[model].size)
     common = _common_size(paths)
     if common is None:
         return default, f"{model}'s default"
@@ -187,7 +182,7 @@ def _report_bad(bad: dict, what: str) -> None:
     info(f"skipped {len(bad)} unreadable file(s) in {what}:")
     for i, (p, reason) in enumerate(sorted(bad.items())):
         if i == 20:
-            info(f"  ... and {len(bad) - 20} more (all listed in split.json)")
+            info(f"  ... and {len(bad) - 20} more (all listed in {RunDir.SPLIT})")
             break
         info(f"  {p}: {reason}")
 
@@ -274,26 +269,22 @@ def evaluate_predictions(probs: np.ndarray, labels, class_names, train_labels=No
     """Accuracy, loss, per-class accuracy, confusion matrix and the majority-class baseline."""
     labels = np.asarray(labels, dtype=np.int64)
     n = len(class_names)
-    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    cm = np.zeros((n, n), np.int64)
-    for t, p in zip(labels, pred):
-        cm[t, p] += 1
+    probs = np.asarray(probs).reshape(len(labels), n) if len(labels) else np.zeros((0, n))
+    cm = confusion_matrix(probs, labels, n)
     per_class = {}
     for i, name in enumerate(class_names):
         total = int(cm[i].sum())
         per_class[name] = float(cm[i, i] / total) if total else None
-    ref = np.asarray(train_labels if train_labels is not None else labels, dtype=np.int64)
-    majority = int(np.bincount(ref, minlength=n).argmax()) if len(ref) else 0
-    eps = 1e-12
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)))) if len(labels) else None
+    majority = majority_class(train_labels if train_labels is not None else labels, n)
+    count = int(len(labels))
     return {
-        "accuracy": float((pred == labels).mean()) if len(labels) else None,
-        "loss": loss,
-        "count": int(len(labels)),
+        "accuracy": accuracy(probs, labels) if count else None,
+        "loss": mean_log_loss(probs, labels) if count else None,
+        "count": count,
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
         "majority_baseline": {"class": class_names[majority],
-                              "accuracy": float((labels == majority).mean()) if len(labels) else None},
+                              "accuracy": float((labels == majority).mean()) if count else None},
     }
 
 
@@ -484,11 +475,12 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     seconds = time.monotonic() - started
     metrics["seconds"] = round(seconds, 2)
 
+    # spec.json says what the model takes and gives; config.json only how it was trained.
+    spec = ModelSpec(labels=tuple(class_names), input_size=size, output_kind=built.output_kind,
+                     resize_method=cfg.resize_method, edgeclf_version=__version__, model_name=cfg.model)
     config = {
-        **cfg.to_dict(),
-        "model": cfg.model, "image_size": list(size), "num_classes": num_classes,
-        "output_kind": built.output_kind, "resize_method": cfg.resize_method.value, "seed": cfg.seed,
-        "data": str(folder.root), "labels": list(class_names), "params": int(infer.count_params()),
+        **{k: v for k, v in cfg.to_dict().items() if k not in ("image_size", "resize_method")},
+        "data": str(folder.root), "params": int(infer.count_params()),
         "mixed_precision_used": bool(mixed), "device": device, "edgeclf_version": __version__,
         "tensorflow_version": tf.__version__,
     }
@@ -496,14 +488,16 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     from . import plots
 
     with atomic_dir(out, overwrite=True) as tmp:
-        infer.save(tmp / "model.keras")
-        write_text(tmp / "labels.txt", "".join(f"{n}\n" for n in class_names))
-        write_json(tmp / "config.json", config)
-        write_json(tmp / "split.json", split.to_dict())
-        write_json(tmp / "history.json", history)
-        write_json(tmp / "metrics.json", metrics)
-        plots.plot_curves(history, tmp / "curves.png")
-        plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), list(class_names), tmp / "confusion.png")
+        run = RunDir(tmp)
+        infer.save(run.model_path)
+        write_json(run.file(RunDir.SPEC), spec.to_dict())
+        write_text(run.file(RunDir.LABELS), "".join(f"{n}\n" for n in class_names))
+        write_json(run.file(RunDir.CONFIG), config)
+        write_json(run.file(RunDir.SPLIT), split.to_dict())
+        write_json(run.file(RunDir.HISTORY), history)
+        write_json(run.file(RunDir.METRICS), metrics)
+        plots.plot_curves(history, run.file(RunDir.CURVES))
+        plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), list(class_names), run.file(RunDir.CONFUSION))
         pred = va_probs.argmax(axis=1)
         wrong_all = np.flatnonzero(pred != va_y)
         # round-robin over true classes, so the grid is not all one class
@@ -517,10 +511,10 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         wrong_rows = va_rows[wrong]
         plots.plot_mistakes([np.asarray(vsource.pixels[r]) for r in wrong_rows], va_y[wrong], pred[wrong],
                             va_probs[wrong, pred[wrong]] if len(wrong) else [], list(class_names),
-                            tmp / "mistakes.png", total=len(wrong_all))
+                            run.file(RunDir.MISTAKES), total=len(wrong_all))
         # config.json's paths name the final place, not the temp folder
     say(f"val accuracy {metrics['val_accuracy']:.4f} (majority-class baseline "
         f"{metrics['majority_baseline']['accuracy']:.4f}); wrote {out} in {seconds:.0f}s")
-    return TrainResult(out=out, model_path=out / "model.keras", class_names=tuple(class_names),
+    return TrainResult(out=out, model_path=RunDir(out).model_path, class_names=tuple(class_names),
                        val_accuracy=float(metrics["val_accuracy"]), epochs_run=epochs_run, seconds=seconds,
                        metrics=metrics, history=history)

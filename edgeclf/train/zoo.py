@@ -11,7 +11,7 @@ model for training, and the saved inference model has none.
 Example:
     >>> from edgeclf.train.zoo import build_model
     >>> built = build_model("tutorial_cnn", image_size=180, num_classes=5)   # doctest: +SKIP
-    >>> built.model.count_params()
+    >>> built.model.count_params()                                            # doctest: +SKIP
     3989285
 """
 
@@ -22,21 +22,57 @@ from pathlib import Path
 from typing import Callable
 
 from .._optional import import_keras
-from ..errors import UsageError
+from ..errors import OptionError, UsageError
 from ..runtime.preprocess import image_size_arg
+from ..runtime.spec import OutputKind
 
 
 @dataclass(frozen=True)
 class BuiltModel:
-    """A zoo model: the inference model, its training-only augmentation (or None), the kind of
-    output (``logits`` or ``sigmoid``), and the names of the pretrained base's layers (empty
-    for the from-scratch CNNs) for freezing and fine-tuning."""
+    """A zoo model: the inference model, its training-only augmentation (or None), and the
+    names of the pretrained base's layers (empty for the from-scratch CNNs) for freezing and
+    fine-tuning. What it outputs is its registry entry's ``head``."""
 
     name: str
     model: object
     augmentation: object | None
-    output_kind: str
     base_layers: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def output_kind(self) -> str:
+        return MODELS[self.name].head.value
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A zoo model as the registry knows it: declared once, beside its builder."""
+
+    name: str
+    builder: Callable[..., BuiltModel]
+    size: int  # the size its tutorial used
+    head: OutputKind  # what the model outputs
+    description: str
+    imagenet_alphas: tuple[float, ...] = ()  # widths Keras has ImageNet weights for (transfer models)
+
+    @property
+    def transfer(self) -> bool:
+        return bool(self.imagenet_alphas)
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(*, size: int, description: str, head: OutputKind = OutputKind.LOGITS,
+                   imagenet_alphas: tuple[float, ...] = ()):
+    """Add the decorated builder to ``MODELS`` under its function name (timm's pattern):
+    the CLI's choices and ``edgeclf models`` come from here."""
+
+    def add(fn):
+        MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, size, OutputKind(head), description,
+                                         tuple(imagenet_alphas))
+        return fn
+
+    return add
 
 
 def _head(keras, x, num_classes: int, name: str = "logits"):
@@ -71,6 +107,7 @@ def _tutorial_body(keras, inp, num_classes, dropout: float):
     return _head(keras, x, num_classes)
 
 
+@register_model(size=180, description="TF tutorial CNN: Conv 16/32/64, Dense 128, logits")
 def tutorial_cnn(image_size=180, num_classes=5, *, weights=None, seed=None, **_) -> BuiltModel:
     """The TensorFlow image classification tutorial's CNN: Rescaling 1/255, Conv 16/32/64 each
     followed by MaxPool, Dense 128, Dense N logits (3,989,285 parameters at 180px, 5 classes)."""
@@ -78,9 +115,10 @@ def tutorial_cnn(image_size=180, num_classes=5, *, weights=None, seed=None, **_)
     inp = _input(keras, image_size)
     model = keras.Model(inp, _tutorial_body(keras, inp, num_classes, 0.0), name="tutorial_cnn")
     _load_weights(model, weights)
-    return BuiltModel("tutorial_cnn", model, None, "logits")
+    return BuiltModel("tutorial_cnn", model, None)
 
 
+@register_model(size=180, description="tutorial_cnn + flip/rotate/zoom augmentation (training only) + Dropout")
 def tutorial_cnn_aug(image_size=180, num_classes=5, *, weights=None, seed=None, **_) -> BuiltModel:
     """``tutorial_cnn`` with Dropout 0.2 and flip/rotation/zoom augmentation during training
     (same parameter count; the augmentation is not part of the saved model)."""
@@ -88,9 +126,10 @@ def tutorial_cnn_aug(image_size=180, num_classes=5, *, weights=None, seed=None, 
     inp = _input(keras, image_size)
     model = keras.Model(inp, _tutorial_body(keras, inp, num_classes, 0.2), name="tutorial_cnn_aug")
     _load_weights(model, weights)
-    return BuiltModel("tutorial_cnn_aug", model, tutorial_augmentation(keras, seed=seed), "logits")
+    return BuiltModel("tutorial_cnn_aug", model, tutorial_augmentation(keras, seed=seed))
 
 
+@register_model(size=160, description="cats-vs-dogs CNN: Conv 32/32/64, Dropout, Dense 64, logits")
 def cats_dogs_cnn(image_size=160, num_classes=2, *, weights=None, seed=None, **_) -> BuiltModel:
     """The cats-vs-dogs blog's first model: Conv 32/32/64 (valid padding), Flatten, Dropout,
     Dense 64, Dense N logits (5,337,250 parameters at 160px, 2 classes)."""
@@ -108,9 +147,11 @@ def cats_dogs_cnn(image_size=160, num_classes=2, *, weights=None, seed=None, **_
     x = L.Dense(64, activation="relu", name="dense")(x)
     model = keras.Model(inp, _head(keras, x, num_classes), name="cats_dogs_cnn")
     _load_weights(model, weights)
-    return BuiltModel("cats_dogs_cnn", model, None, "logits")
+    return BuiltModel("cats_dogs_cnn", model, None)
 
 
+@register_model(size=150, head=OutputKind.SIGMOID,
+                description="horse-or-human CNN: Conv 16/32/64, Dense 512, one sigmoid unit (2 classes)")
 def horse_human_cnn(image_size=150, num_classes=2, *, weights=None, seed=None, **_) -> BuiltModel:
     """The horse-or-human binary CNN: Conv 16/32/64 + MaxPool (valid padding), Dense 512, one
     sigmoid unit = P(label index 1) (9,494,561 parameters at 150px). Two classes only."""
@@ -129,7 +170,7 @@ def horse_human_cnn(image_size=150, num_classes=2, *, weights=None, seed=None, *
     out = L.Dense(1, activation="sigmoid", name="sigmoid", dtype="float32")(x)
     model = keras.Model(inp, out, name="horse_human_cnn")
     _load_weights(model, weights)
-    return BuiltModel("horse_human_cnn", model, None, "sigmoid")
+    return BuiltModel("horse_human_cnn", model, None)
 
 
 def _app_weights(weights):
@@ -144,6 +185,8 @@ def _app_weights(weights):
 
 
 FROM_SCRATCH_BN_MOMENTUM = 0.9
+# Wider than any published MobileNet (1.4); a larger multiplier only exhausts memory.
+MAX_ALPHA = 4.0
 
 
 def _transfer(name, app, image_size, num_classes, weights, extra) -> BuiltModel:
@@ -181,9 +224,11 @@ def _transfer(name, app, image_size, num_classes, weights, extra) -> BuiltModel:
     y = L.GlobalAveragePooling2D(name="pool")(base.output)
     y = L.Dropout(0.2, name="dropout")(y)
     model = keras.Model(inp, _head(keras, y, num_classes), name=name)
-    return BuiltModel(name, model, None, "logits", base_layers)
+    return BuiltModel(name, model, None, base_layers)
 
 
+@register_model(size=224, imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+                description="MobileNetV2 base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH")
 def mobilenet_v2(image_size=224, num_classes=5, *, weights=None, alpha: float = 1.0, seed=None, **_) -> BuiltModel:
     """MobileNetV2 (``alpha`` width) base, global average pooling, Dropout 0.2, Dense N logits.
 
@@ -194,6 +239,8 @@ def mobilenet_v2(image_size=224, num_classes=5, *, weights=None, alpha: float = 
                      {"alpha": alpha})
 
 
+@register_model(size=224, imagenet_alphas=(0.75, 1.0),
+                description="MobileNetV3-Small base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH")
 def mobilenet_v3_small(image_size=224, num_classes=5, *, weights=None, alpha: float = 1.0, seed=None,
                        **_) -> BuiltModel:
     """MobileNetV3-Small base (its own preprocessing switched off: the model's Rescaling to
@@ -218,37 +265,9 @@ def _load_weights(model, weights):
         raise UsageError(f"--weights {path} does not fit {model.name}: {exc}") from None
 
 
-MODELS: dict[str, Callable[..., BuiltModel]] = {
-    "tutorial_cnn": tutorial_cnn,
-    "tutorial_cnn_aug": tutorial_cnn_aug,
-    "cats_dogs_cnn": cats_dogs_cnn,
-    "horse_human_cnn": horse_human_cnn,
-    "mobilenet_v2": mobilenet_v2,
-    "mobilenet_v3_small": mobilenet_v3_small,
-}
-
-# The size each tutorial used; the trainer uses the data's own size when every image shares one.
-DEFAULT_SIZES = {"tutorial_cnn": 180, "tutorial_cnn_aug": 180, "cats_dogs_cnn": 160, "horse_human_cnn": 150,
-                 "mobilenet_v2": 224, "mobilenet_v3_small": 224}
-
-
-SUMMARIES = {
-    "tutorial_cnn": "TF tutorial CNN: Conv 16/32/64, Dense 128, logits",
-    "tutorial_cnn_aug": "tutorial_cnn + flip/rotate/zoom augmentation (training only) + Dropout",
-    "cats_dogs_cnn": "cats-vs-dogs CNN: Conv 32/32/64, Dropout, Dense 64, logits",
-    "horse_human_cnn": "horse-or-human CNN: Conv 16/32/64, Dense 512, one sigmoid unit (2 classes)",
-    "mobilenet_v2": "MobileNetV2 base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH",
-    "mobilenet_v3_small": "MobileNetV3-Small base (alpha) + pooling, Dropout, logits; --weights imagenet|PATH",
-}
-
-
 def describe(name: str) -> str:
     """One line about model ``name``."""
-    return SUMMARIES[name]
-
-
-# The widths Keras has ImageNet weights for.
-IMAGENET_ALPHAS = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), "mobilenet_v3_small": (0.75, 1.0)}
+    return MODELS[name].description
 
 
 def check_options(name: str, *, image_size=None, num_classes: int, weights=None, alpha: float = 1.0) -> None:
@@ -258,24 +277,25 @@ def check_options(name: str, *, image_size=None, num_classes: int, weights=None,
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     if num_classes < 2:
         raise UsageError(f"--num-classes must be at least 2; got {num_classes}")
-    size = image_size_arg(DEFAULT_SIZES[name] if image_size is None else image_size)
+    entry = MODELS[name]
+    size = image_size_arg(entry.size if image_size is None else image_size)
     if min(size) < 8:
         raise UsageError(f"image size {size[0]}x{size[1]} is too small for {name} (at least 8 pixels)")
     if name == "horse_human_cnn" and num_classes != 2:
         raise UsageError(f"horse_human_cnn is a binary (one sigmoid unit) model and needs exactly 2 classes; "
                          f"got {num_classes}")
-    transfer = name in IMAGENET_ALPHAS
+    transfer = entry.transfer
     if transfer and min(size) < 32:
         raise UsageError(f"{name} needs an image size of at least 32 pixels; got {size[0]}x{size[1]}")
-    if transfer and not alpha > 0:
-        raise UsageError(f"--alpha must be a positive width multiplier; got {alpha}")
+    if transfer and not 0 < alpha <= MAX_ALPHA:
+        raise OptionError("alpha", f"must be a width multiplier in (0, {MAX_ALPHA:g}]; got {alpha}")
     if weights == "imagenet":
         if not transfer:
             raise UsageError(f"{name} is trained from scratch; --weights imagenet is for mobilenet_v2 "
                              "and mobilenet_v3_small. Use none or the path of a weights file of this model")
-        if float(alpha) not in IMAGENET_ALPHAS[name]:
+        if float(alpha) not in entry.imagenet_alphas:
             raise UsageError(f"--weights imagenet has {name} weights only for --alpha "
-                             f"{', '.join(f'{a:g}' for a in IMAGENET_ALPHAS[name])}; got --alpha {alpha:g}")
+                             f"{', '.join(f'{a:g}' for a in entry.imagenet_alphas)}; got --alpha {alpha:g}")
     elif weights not in (None, "none") and not Path(weights).expanduser().is_file():
         raise UsageError(f"--weights {weights}: no such file; use none, imagenet or the path of a weights file")
 
@@ -289,5 +309,5 @@ def build_model(name: str, *, image_size=None, num_classes: int, weights=None, *
     """
     check_options(name, image_size=image_size, num_classes=num_classes, weights=weights,
                   alpha=options.get("alpha", 1.0))
-    size = image_size_arg(DEFAULT_SIZES[name] if image_size is None else image_size)
-    return MODELS[name](size, num_classes, weights=weights, **options)
+    size = image_size_arg(MODELS[name].size if image_size is None else image_size)
+    return MODELS[name].builder(size, num_classes, weights=weights, **options)

@@ -1,4 +1,5 @@
-"""The comparison as files a person opens: Markdown, a plot, a picture of the flipped images.
+"""The comparison as a person reads it: the terminal tables, and files to open (Markdown, a
+plot, a picture of the flipped images).
 
 ``write_report(comparison, out_dir)`` writes ``report.md``, ``comparison.json``,
 ``accuracy_latency_size.png`` (accuracy against batch-1 latency and against file size, one
@@ -10,7 +11,6 @@ how to get it. The flipped-images picture needs only Pillow. Every file is writt
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -158,7 +158,7 @@ def draw_flips(cmp, path, *, tile: int = 112, max_tiles: int = MAX_FLIP_TILES) -
     a file fixed a wrong one. Returns None when nothing flipped."""
     from PIL import Image, ImageDraw
 
-    from .preprocess import load_image
+    from ..runtime.preprocess import load_image
 
     by_index: dict[int, list] = {}
     for m in cmp.models:
@@ -254,14 +254,7 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
         out += [f"_Plot not drawn: {plot_note}_", ""]
     out += ["## Accuracy per class", "",
             "Accuracy of the reference per class, and each file's difference from it in percentage points.", ""]
-    models = [m for m in cmp.models if not m.is_reference]
-    headers = ["class", "images", "reference"] + [f"{m.precision} {m.format}" for m in models]
-    rows = []
-    for ci, label in enumerate(cmp.labels):
-        rc = ref.parity.per_class[ci]
-        rows.append([label, rc.count, _pct(rc.accuracy)]
-                    + [_num(m.parity.per_class[ci].delta, "+.1f") for m in models])
-    out += [_md_table(headers, rows), ""]
+    out += [_md_table(*per_class_rows(cmp)), ""]
     out += ["## Flipped images", ""]
     total = sum(len(m.parity.flips) for m in cmp.models)
     if not total:
@@ -307,4 +300,44 @@ def write_report(cmp, out_dir) -> Path:
                                                          flips_png=FLIPS_NAME if flips else None))
 
 
-__all__ = ["write_report", "render_markdown", "plot_accuracy", "draw_flips"]
+def comparison_table(cmp) -> str:
+    """The terminal table: one row per file, reference first."""
+    from .._term import format_table, human_bytes
+
+    rows = []
+    for m in result_rows(cmp):
+        p, lat = m.parity, m.latency
+        rows.append([
+            m.name + (" (ref)" if m.is_reference else ""), m.format, m.precision,
+            human_bytes(m.size_bytes) if m.size_bytes is not None else "-",
+            _num(p.accuracy * 100, ".2f") + "%", _num(p.accuracy_delta, "+.2f"), _num(p.agreement * 100, ".2f") + "%",
+            _num(p.max_abs_diff, ".4f"), str(len(p.flips)), _num(m.load_ms, ".0f"),
+            _num(getattr(lat, "p50_ms", None), ".2f"), _num(getattr(lat, "p90_ms", None), ".2f"),
+            _num(getattr(lat, "p99_ms", None), ".2f"), "-" if m.threads is None else str(m.threads),
+            "ref" if m is cmp.reference else ("ok" if m.passed else "FAIL"),
+        ])
+    headers = ["file", "format", "precision", "size", "accuracy", "Δ pts", "agree", "max|Δp|", "flips",
+               "load ms", "p50 ms", "p90 ms", "p99 ms", "threads", "gate"]
+    return format_table(headers, rows, align="lllrrrrrrrrrrrl")
+
+
+def per_class_rows(cmp) -> tuple[list[str], list[list]]:
+    """Classes down, files across: the reference's accuracy per class and each file's
+    difference from it in points. The one source of the per-class table (terminal and report)."""
+    models = [m for m in cmp.models if not m.is_reference]
+    headers = ["class", "images", "reference"] + [f"{m.precision} {m.format}" for m in models]
+    rows = []
+    for ci, label in enumerate(cmp.labels):
+        rc = cmp.reference.parity.per_class[ci]
+        rows.append([label, rc.count, _pct(rc.accuracy)] + [_num(m.parity.per_class[ci].delta, "+.1f") for m in models])
+    return headers, rows
+
+
+def per_class_table(cmp) -> str:
+    from .._term import format_table
+
+    headers, rows = per_class_rows(cmp)
+    return format_table(headers, rows)
+
+
+__all__ = ["write_report", "render_markdown", "plot_accuracy", "draw_flips", "comparison_table", "per_class_table"]

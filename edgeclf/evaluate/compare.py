@@ -1,258 +1,28 @@
-"""How far a deployable file is from its reference: metrics on predicted probabilities.
+"""Compare deployable files on one labelled image set: the host-side service behind
+``edgeclf compare`` and ``edgeclf run``.
 
-Everything here works on arrays (numpy only), so the same numbers come out whether the
-probabilities were produced by LiteRT, ONNX Runtime or Keras. ``check_parity`` returns a
-frozen report and never raises on a failed gate; the CLI turns ``passed`` into an exit code.
-
-Conventions: accuracies and agreement are fractions in [0, 1]; an accuracy *delta* is in
-percentage points (model minus reference, so a drop is negative).
-
-Example:
-    >>> import numpy as np
-    >>> ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
-    >>> out = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]], np.float32)
-    >>> r = check_parity(out, ref, np.array([0, 1, 0]), labels=("cat", "dog"))
-    >>> round(r.agreement, 3), round(r.accuracy_delta, 1), len(r.flips)
-    (0.667, -33.3, 1)
+Every file is loaded through the runtime, sees exactly the same decoded images, and is measured
+against one reference (a float32 file, or the Keras model through ``evaluate.reference``) with
+``runtime.metrics``. Results are frozen dataclasses with ``to_dict()``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import logging
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
+from ..runtime.layout import ExportDir, RunDir, unique_paths
+from ..runtime.metrics import ParityReport, check_parity, validate_thresholds
+from ..runtime.spec import Precision
 
+log = logging.getLogger(__name__)
 
-def _probs(a, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim != 2 or arr.shape[1] < 1:
-        raise UsageError(f"{name} must be a 2-D array (images, classes); got shape {arr.shape}")
-    return arr.astype(np.float64, copy=False)
-
-
-def _targets(y, n: int) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise UsageError(f"true labels must be a 1-D array of {n} class indices; got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise UsageError(f"true labels must be integer class indices; got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
-    if a.shape != b.shape:
-        raise UsageError(f"the model's probabilities have shape {a.shape} but the reference's {b.shape}; "
-                         "both must cover the same images and classes")
-
-
-def accuracy(probs, y) -> float:
-    """Fraction of rows whose top-1 class equals ``y`` (NaN for zero rows)."""
-    p = _probs(probs, "probabilities")
-    t = _targets(y, p.shape[0])
-    if p.shape[0] == 0:
-        return float("nan")
-    return float(np.mean(p.argmax(axis=1) == t))
-
-
-def top1_agreement(probs, reference) -> float:
-    """Fraction of rows whose top-1 class is the same in both (NaN for zero rows)."""
-    a, b = _probs(probs, "probabilities"), _probs(reference, "reference probabilities")
-    _same_shape(a, b)
-    if a.shape[0] == 0:
-        return float("nan")
-    return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
-
-
-def abs_prob_diff(probs, reference) -> tuple[float, float]:
-    """(max, mean) absolute difference between the two probability arrays, over all entries."""
-    a, b = _probs(probs, "probabilities"), _probs(reference, "reference probabilities")
-    _same_shape(a, b)
-    if a.size == 0:
-        return float("nan"), float("nan")
-    d = np.abs(a - b)
-    return float(d.max()), float(d.mean())
-
-
-def per_class_accuracy(probs, y, num_classes: int) -> np.ndarray:
-    """Accuracy per true class (NaN where a class has no images)."""
-    p = _probs(probs, "probabilities")
-    t = _targets(y, p.shape[0])
-    pred = p.argmax(axis=1)
-    out = np.full(num_classes, np.nan)
-    for c in range(num_classes):
-        mask = t == c
-        if mask.any():
-            out[c] = float(np.mean(pred[mask] == c))
-    return out
-
-
-@dataclass(frozen=True)
-class ClassDelta:
-    """One class's accuracy in the model and the reference."""
-
-    label: str
-    count: int
-    accuracy: Optional[float]
-    reference_accuracy: Optional[float]
-    delta: Optional[float]  # percentage points, model - reference
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Flip:
-    """An image whose top-1 prediction differs between the reference and the model."""
-
-    index: int
-    source: Optional[str]
-    true_label: str
-    reference_label: str
-    reference_confidence: float
-    label: str
-    confidence: float
-
-    @property
-    def kind(self) -> str:
-        """'broke' (reference right, model wrong), 'fixed' (the reverse) or 'both wrong'."""
-        if self.reference_label == self.true_label:
-            return "broke"
-        if self.label == self.true_label:
-            return "fixed"
-        return "both wrong"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["kind"] = self.kind
-        return d
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """A model's predictions measured against a reference's on the same images."""
-
-    num_images: int
-    accuracy: float
-    reference_accuracy: float
-    accuracy_delta: float  # percentage points, model - reference
-    agreement: float
-    max_abs_diff: float
-    mean_abs_diff: float
-    per_class: tuple[ClassDelta, ...]
-    flips: tuple[Flip, ...]
-    max_accuracy_drop: Optional[float]
-    min_agreement: Optional[float]
-    failures: tuple[str, ...]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        return {
-            "num_images": self.num_images,
-            "accuracy": self.accuracy,
-            "reference_accuracy": self.reference_accuracy,
-            "accuracy_delta": self.accuracy_delta,
-            "agreement": self.agreement,
-            "max_abs_diff": self.max_abs_diff,
-            "mean_abs_diff": self.mean_abs_diff,
-            "per_class": [c.to_dict() for c in self.per_class],
-            "flips": [f.to_dict() for f in self.flips],
-            "thresholds": {"max_accuracy_drop": self.max_accuracy_drop, "min_agreement": self.min_agreement},
-            "failures": list(self.failures),
-            "passed": self.passed,
-        }
-
-
-def _nan_to_none(v: float) -> Optional[float]:
-    return None if v != v else float(v)
-
-
-def validate_thresholds(max_accuracy_drop: Optional[float], min_agreement: Optional[float]) -> None:
-    """Raise UsageError for gates that make no sense (a negative drop, agreement outside [0, 1])."""
-    if max_accuracy_drop is not None and not (max_accuracy_drop >= 0):
-        raise UsageError(f"max accuracy drop must be >= 0 percentage points; got {max_accuracy_drop}")
-    if min_agreement is not None and not (0.0 <= min_agreement <= 1.0):
-        raise UsageError(f"min agreement is a fraction between 0 and 1; got {min_agreement}"
-                         + (" (did you mean a fraction, e.g. 0.99?)" if min_agreement > 1 else ""))
-
-
-def check_parity(probs, reference_probs, y, *, labels: Optional[Sequence[str]] = None,
-                 sources: Optional[Sequence[object]] = None, max_accuracy_drop: Optional[float] = None,
-                 min_agreement: Optional[float] = None) -> ParityReport:
-    """Compare a model's probabilities with a reference's on the same labelled images.
-
-    Args:
-        probs: the model's probabilities, ``(N, C)``.
-        reference_probs: the reference's probabilities for the same images, ``(N, C)``.
-        y: the true class index of each image, ``(N,)``.
-        labels: class names in column order (default ``"0"``, ``"1"``, ...).
-        sources: what each row came from (file paths), reported for flipped images.
-        max_accuracy_drop: fail when accuracy falls more than this many points below the
-            reference's (``None``: no gate).
-        min_agreement: fail when top-1 agreement with the reference is below this fraction.
-
-    Returns:
-        A frozen ``ParityReport``; ``passed`` is False when a gate failed, ``failures`` says
-        which. Arrays of the wrong shape and impossible gates raise UsageError.
-    """
-    validate_thresholds(max_accuracy_drop, min_agreement)
-    p = _probs(probs, "probabilities")
-    r = _probs(reference_probs, "reference probabilities")
-    _same_shape(p, r)
-    n, c = p.shape
-    t = _targets(y, n)
-    if n and (t.min() < 0 or t.max() >= c):
-        raise UsageError(f"true labels must be class indices in 0..{c - 1}; got values {t.min()}..{t.max()}")
-    if labels is None:
-        labels = [str(i) for i in range(c)]
-    labels = [str(x) for x in labels]
-    if len(labels) != c:
-        raise UsageError(f"{len(labels)} labels given for {c} classes")
-    if sources is not None and len(sources) != n:
-        raise UsageError(f"{len(sources)} sources given for {n} images")
-
-    acc = accuracy(p, t)
-    ref_acc = accuracy(r, t)
-    agree = top1_agreement(p, r)
-    max_d, mean_d = abs_prob_diff(p, r)
-    delta = (acc - ref_acc) * 100.0
-
-    pc, rc = per_class_accuracy(p, t, c), per_class_accuracy(r, t, c)
-    counts = np.bincount(t, minlength=c) if n else np.zeros(c, np.int64)
-    per_class = tuple(
-        ClassDelta(label=labels[i], count=int(counts[i]), accuracy=_nan_to_none(pc[i]),
-                   reference_accuracy=_nan_to_none(rc[i]),
-                   delta=_nan_to_none((pc[i] - rc[i]) * 100.0))
-        for i in range(c)
-    )
-
-    pred, ref_pred = p.argmax(axis=1), r.argmax(axis=1)
-    flips = tuple(
-        Flip(index=int(i), source=None if sources is None else str(sources[i]), true_label=labels[t[i]],
-             reference_label=labels[ref_pred[i]], reference_confidence=float(r[i, ref_pred[i]]),
-             label=labels[pred[i]], confidence=float(p[i, pred[i]]))
-        for i in np.flatnonzero(pred != ref_pred)
-    )
-
-    failures = []
-    if max_accuracy_drop is not None and n and -delta > max_accuracy_drop + 1e-9:
-        failures.append(f"accuracy dropped {-delta:.2f} points (limit {max_accuracy_drop:g})")
-    if min_agreement is not None and n and agree < min_agreement - 1e-12:
-        failures.append(f"agreement {agree:.4f} is below {min_agreement:g}")
-    return ParityReport(
-        num_images=n, accuracy=acc, reference_accuracy=ref_acc, accuracy_delta=delta, agreement=agree,
-        max_abs_diff=max_d, mean_abs_diff=mean_d, per_class=per_class, flips=flips,
-        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, failures=tuple(failures),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Comparing deployable files on one labelled image set
 
 
 def _unit(v: float) -> Optional[float]:
@@ -274,8 +44,6 @@ class FileFacts:
 
     @property
     def name(self) -> str:
-        import os
-
         return os.path.basename(self.path)
 
     def facts(self) -> dict:
@@ -389,7 +157,7 @@ class ImageSet:
         """All kept images as uint8 ``(N, H, W, 3)`` at ``size``."""
         from .._term import progress
         from ..errors import ImageError
-        from .preprocess import image_size_arg, load_image
+        from ..runtime.preprocess import image_size_arg, load_image
 
         key = (image_size_arg(size), str(getattr(resize_method, "value", resize_method)))
         if key in self._cache:
@@ -410,8 +178,6 @@ class ImageSet:
             self._keep = keep
             # Batches decoded earlier at another size can no longer exist (this is the first).
             if self._sources and not keep.any():
-                from ..errors import DataError
-
                 path, reason = self.skipped[0]
                 raise DataError(f"none of the {len(self._sources)} images could be read "
                                 f"(the first, {path}: {reason}); check the --data folder")
@@ -425,8 +191,6 @@ def align_columns(probs: np.ndarray, model_labels: Sequence[str], labels: Sequen
 
     Raises DataError when the two sets of class names differ.
     """
-    from ..errors import DataError
-
     model_labels, labels = [str(x) for x in model_labels], [str(x) for x in labels]
     if sorted(model_labels) != sorted(labels):
         missing = [x for x in labels if x not in model_labels]
@@ -468,12 +232,11 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
     ``latency_runs=0`` skips the latency measurement; ``model_labels`` supplies labels for a
     file without edgeclf metadata.
     """
-    import os
     import time
 
-    from . import load_classifier
-    from .backend import import_engine
-    from .latency import measure_latency
+    from ..runtime import load_classifier
+    from ..runtime.backend import import_engine
+    from ..runtime.latency import measure_latency
 
     name = os.path.basename(str(path))
     import_engine(path)
@@ -481,9 +244,7 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
     clf = load_classifier(path, threads=threads) if model_labels is None else \
         load_classifier(path, threads=threads, labels=model_labels)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
-    meta = getattr(clf, "metadata", None)
-    method = getattr(meta, "resize_method", "bilinear") or "bilinear"
-    batch = images.batch(clf.input_size, method)
+    batch = images.batch(clf.input_size, clf.metadata.resize_method)
     probs = predict_all(clf.predict_proba, batch, label=f"{name:<24}")
     probs = align_columns(probs, clf.labels, labels, name=name)
     latency = None
@@ -495,8 +256,8 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
         size = os.path.getsize(path)
     except OSError:
         size = None
-    return ModelOutput(path=str(path), format=str(clf.format), precision=str(getattr(clf, "precision", "") or ""),
-                       size_bytes=size, threads=getattr(clf, "threads", threads), input_size=tuple(clf.input_size),
+    return ModelOutput(path=str(path), format=str(clf.format), precision=str(clf.precision or ""),
+                       size_bytes=size, threads=clf.threads, input_size=tuple(clf.input_size),
                        load_ms=load_ms, latency=latency, probs=probs)
 
 
@@ -529,9 +290,7 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
     Returns:
         A frozen ``Comparison``; ``passed`` is False when any model failed a gate.
     """
-    import os
-
-    from .latency import system_info
+    from ..runtime.latency import system_info
 
     validate_thresholds(max_accuracy_drop, min_agreement)
     if not paths:
@@ -566,12 +325,9 @@ def default_reference(paths: Sequence):
 
     The precision is read from the file's edgeclf metadata, falling back to the file name.
     """
-    import os
-    from pathlib import Path
-
     def precision_of(p) -> str:
         try:
-            from .metadata import read_tflite_metadata, sniff_format
+            from ..runtime.metadata import read_tflite_metadata, sniff_format
 
             data = Path(p).read_bytes()
             if sniff_format(data) == "tflite":
@@ -580,17 +336,69 @@ def default_reference(paths: Sequence):
                     return meta.precision
         except Exception:  # unreadable here means: judge by name; loading will say what is wrong
             pass
-        return "float32" if "float32" in Path(p).stem else ""
+        return Precision.FLOAT32.value if Precision.FLOAT32.value in Path(p).stem else ""
 
     ranked = sorted(paths, key=lambda p: 0 if str(p).endswith(".tflite") else 1)
     for p in ranked:
-        if precision_of(p) == "float32":
+        if precision_of(p) == Precision.FLOAT32.value:
             return p
     for p in ranked:
-        for ext in (".tflite", ".onnx"):
-            cand = Path(p).with_name(f"model_float32{ext}")
+        for fmt in ("tflite", "onnx"):
+            cand = Path(p).with_name(ExportDir.model_name(fmt, Precision.FLOAT32))
             if cand.exists():
                 return cand
     names = ", ".join(os.path.basename(str(p)) for p in paths)
     raise UsageError(f"no float32 model among {names} (nor model_float32.tflite/.onnx beside them) to use as "
                      "the reference; name one with --reference FILE")
+
+
+# --------------------------------------------------------------------------------------------
+# what to compare, and on which images
+
+
+def expand_models(models) -> list[Path]:
+    """Model files from the arguments; a directory stands for the model files in it."""
+    out: list[Path] = []
+    for m in models:
+        p = Path(m)
+        if p.is_dir():
+            found = ExportDir(p).model_files()
+            if not found:
+                raise UsageError(f"{p} is a directory with no .tflite or .onnx files; give model files "
+                                 "or an export directory")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UsageError(f"model file {p} does not exist")
+    return unique_paths(out)
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Labelled images to compare on: a class-folder directory or a run's validation split."""
+
+    root: Path
+    kind: str  # "run" or "folders"
+    labels: tuple[str, ...]
+    sources: tuple[str, ...]
+    y: tuple[int, ...]
+    ignored: tuple = ()
+
+
+def load_eval_data(path) -> EvalData:
+    """Read ``data``: a run directory (its validation split) or class folders."""
+    root = Path(path).expanduser()
+    run = RunDir(root)
+    if run.has_split():
+        labels = run.spec().labels
+        val = run.split(len(labels)).val
+        if not val:
+            raise DataError(f"run directory {root} has no validation images in {RunDir.SPLIT} (trained with "
+                            "--val-split 0?); pass a class-folder directory with --data instead")
+        return EvalData(root, "run", labels, tuple(p for p, _ in val), tuple(i for _, i in val))
+    from ..data.folders import scan_folder
+
+    folder = scan_folder(root, what="--data directory")
+    return EvalData(folder.root, "folders", tuple(folder.class_names), tuple(folder.paths), tuple(folder.labels),
+                    tuple(folder.ignored))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeclf.errors import UsageError
-from edgeclf.runtime.parity import (abs_prob_diff, accuracy, check_parity, per_class_accuracy,
+from edgeclf.runtime.metrics import (abs_prob_diff, accuracy, check_parity, per_class_accuracy,
                                     top1_agreement)
 
 LABELS = ("cat", "dog", "fox")
@@ -112,7 +112,7 @@ def test_parity_latency_report_never_import_tensorflow():
     fixture = Path(__file__).parent / "fixtures" / "colour_int8.tflite"
     code = (
         "import sys\n"
-        "import edgeclf.runtime.parity, edgeclf.runtime.latency, edgeclf.runtime.report, edgeclf.cli.compare\n"
+        "import edgeclf.runtime.metrics, edgeclf.runtime.latency, edgeclf.evaluate.report, edgeclf.cli.compare\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib is imported only to draw'\n"
         "from click.testing import CliRunner\n"
         "from edgeclf.cli import main\n"
