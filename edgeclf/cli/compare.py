@@ -482,7 +482,7 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     """
     import time
 
-    from .._io import write_text
+    from .._io import is_edgeclf_dir, mark_dir, write_text
     from .._term import info
     from ..errors import UsageError
 
@@ -498,11 +498,15 @@ def run_cmd(ctx, data, model, out, epochs, image_size, per_class, threads, overw
     if root.exists() and any(root.iterdir()) and not overwrite and not resuming:
         raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
                          "or choose another --out")
+    if root.exists() and any(root.iterdir()) and overwrite and not resuming and not is_edgeclf_dir(root):
+        raise UsageError(f"--out {root} holds files edgeclf did not write; --overwrite replaces only a folder "
+                         "edgeclf made; choose another --out")
     if resuming and not overwrite:
         info(f"{root} holds a run that did not finish; starting it again")
         overwrite = True
     root.mkdir(parents=True, exist_ok=True)
     write_text(marker, "edgeclf run has not finished writing this folder\n")
+    mark_dir(root, "edgeclf run")
     main = ctx.find_root().command
     timings = []
     t_all = time.monotonic()

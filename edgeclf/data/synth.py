@@ -249,7 +249,7 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
         raise UsageError(f"--format must be png or jpg; got {image_format!r}")
     out = check_out_dir(out, overwrite, what="output folder")
     names = CLASS_NAMES[:classes]
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, what="synthetic dataset") as tmp:
         jobs = []
         for ci, name in enumerate(names):
             (tmp / name).mkdir()

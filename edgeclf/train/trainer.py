@@ -495,7 +495,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
     from . import plots
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, what="training run") as tmp:
         infer.save(tmp / "model.keras")
         write_text(tmp / "labels.txt", "".join(f"{n}\n" for n in class_names))
         write_json(tmp / "config.json", config)
