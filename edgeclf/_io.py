@@ -45,7 +45,12 @@ def atomic_path(path: PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     # mkstemp makes 0600 files; the renamed result should look like any file the user writes.
     os.chmod(tmp_path, 0o666 & ~_umask())
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # a full disk: name the file, not nothing
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
+            raise
         if tmp_path.is_dir():
             raise RuntimeError("atomic_path is for files; use atomic_dir for folders")
         try:
@@ -344,7 +349,12 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output")
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         lock_fd = _hold_marker(tmp, what)
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # a full disk: name the folder, not nothing
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
+            raise
         if not (tmp / MARKER).is_file():  # the caller may have emptied the folder; mark it again
             mark_dir(tmp, what)
         with _dir_lock(target.parent):

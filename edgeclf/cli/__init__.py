@@ -13,14 +13,34 @@ from .. import __version__
 from ..errors import EdgeclfError
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler, a container stopping), unwound like Ctrl-C so that
+    temporary files and folders are removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 class _Group(click.Group):
     """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place."""
 
     def invoke(self, ctx):
+        from .._term import printable
+
+        _stop_on_sigterm()
         try:
             return super().invoke(ctx)
         except EdgeclfError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {printable(exc)}", err=True)
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             # `edgeclf ... | head`: the reader left; stop quietly as Unix tools do (128 + SIGPIPE).
@@ -28,6 +48,9 @@ class _Group(click.Group):
             os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
             os.close(devnull)
             sys.exit(141)
+        except _Terminated:
+            click.echo("Terminated; nothing half-written was left behind.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing half-written was left behind.", err=True)
             sys.exit(130)

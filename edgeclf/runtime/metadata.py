@@ -99,6 +99,8 @@ class ModelMetadata:
             size = d["input_size"]
             if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
                 raise ValueError("labels must be a non-empty list of strings")
+            if not all(x.strip() for x in labels) or len(set(labels)) != len(labels):
+                raise ValueError("labels must be unique and not empty")
             if not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
                 raise ValueError("input_size must be [height, width], positive integers")
             kind = OutputKind(d.get("output_kind", "logits"))
@@ -143,6 +145,9 @@ class ModelMetadata:
             d = json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ModelFileError(f"{source}: edgeclf metadata is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ModelFileError(f"{source}: edgeclf metadata is nested too deeply to be edgeclf's; "
+                                 "export the file again") from None
         return cls.from_dict(d, source=source)
 
 
