@@ -245,6 +245,8 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
         raise UsageError(f"--per-class must be at least 1; got {per_class}")
     if not 16 <= size <= 1024:
         raise UsageError(f"--size must be between 16 and 1024 pixels; got {size}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be a whole number from 0 to {2**32 - 1}; got {seed!r}")
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format must be png or jpg; got {image_format!r}")
     out = check_out_dir(out, overwrite, what="output folder")

@@ -251,6 +251,9 @@ def describe(name: str) -> str:
 IMAGENET_ALPHAS = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), "mobilenet_v3_small": (0.75, 1.0)}
 
 
+MAX_ALPHA = 2.0  # wider than any published MobileNet (1.4); far wider exhausts memory
+
+
 def check_options(name: str, *, image_size=None, num_classes: int, weights=None, alpha: float = 1.0) -> None:
     """Everything ``build_model`` would refuse that can be known without TensorFlow: call it
     before slow work (decoding the images). Raises UsageError."""
@@ -267,8 +270,8 @@ def check_options(name: str, *, image_size=None, num_classes: int, weights=None,
     transfer = name in IMAGENET_ALPHAS
     if transfer and min(size) < 32:
         raise UsageError(f"{name} needs an image size of at least 32 pixels; got {size[0]}x{size[1]}")
-    if transfer and not alpha > 0:
-        raise UsageError(f"--alpha must be a positive width multiplier; got {alpha}")
+    if transfer and not 0 < alpha <= MAX_ALPHA:
+        raise UsageError(f"--alpha must be a width multiplier above 0 and at most {MAX_ALPHA:g}; got {alpha}")
     if weights == "imagenet":
         if not transfer:
             raise UsageError(f"{name} is trained from scratch; --weights imagenet is for mobilenet_v2 "
