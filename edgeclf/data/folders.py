@@ -141,8 +141,13 @@ def scan_folder(root, *, what: str = "data directory") -> ImageFolder:
         images, skipped = _walk_images(root / name)
         ignored += skipped
         unique = []
+        class_real = os.path.realpath(root / name)
         for p in images:
             real = os.path.realpath(p)
+            if _inside(real, str(root)) and not _inside(real, class_real):
+                # a link to another class's file: that file keeps its own label
+                ignored.append((p, f"a link to {real}, a file of another class; a file has one label"))
+                continue
             if real in owner:  # a link to a file listed already: one file, one label
                 ignored.append((p, f"the same file as one in class {owner[real]!r} (a link); a file has one label"))
                 continue
