@@ -8,11 +8,14 @@ that a different CPU (ARM vs x86, XNNPACK vs reference kernels, VNNI vs AVX2) st
 |---|---|---|
 | float32 | 1e-4 | float kernels differ only in summation order |
 | float16 | 1e-2 | an engine may compute in half precision |
-| dynamic | 2e-2 | activations are quantized at run time by CPU-specific kernels |
+| dynamic | 2e-2 | activations are quantized at run time; kernels may round a unit differently |
 | int16x8 | 2e-2 | 16-bit activations; rounding differs by a unit at most |
 | int8, qat | 5e-2 | one quantization step of a logit moves a probability by about this |
 
-The same values apply to TFLite and ONNX files of a precision.
+The same values apply to TFLite and ONNX files of a precision. They do not have to absorb
+ONNX Runtime's uint8 x int8 saturation on x86 CPUs without VNNI (0.057 was seen on a tiny
+model): ``quantize_onnx`` makes files that cannot saturate (uint8 weights for dynamic, 7-bit
+weights for int8) and the runtime turns on ORT's exact path for files made elsewhere.
 """
 
 from __future__ import annotations
