@@ -169,16 +169,19 @@ def _hold_marker(folder: Path, what: str) -> Optional[int]:
     return fd
 
 
-def _in_use(folder: Path) -> bool:
-    """Whether a live edgeclf process is still filling ``folder`` (a temp folder)."""
+def _in_use(folder: Path, *, require_marker: bool = False) -> bool:
+    """Whether a live edgeclf process may still be filling ``folder`` (a temp folder)."""
     try:
-        age = time.time() - folder.stat().st_mtime
+        st = folder.stat()
     except OSError:
         return True
-    if age < _STALE_GRACE_S:
+    age = time.time() - st.st_mtime
+    if age < _STALE_GRACE_S or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
         return True
     fcntl = _fcntl()
     marker = folder / MARKER
+    if not marker.is_file() and require_marker:
+        return True  # not provably edgeclf's: never removed
     if fcntl is None or not marker.is_file():
         return age < _STALE_UNLOCKED_S
     try:
@@ -203,12 +206,13 @@ def _temp_names(parent: Path, prefix: str, suffix: str) -> list[Path]:
         return []
 
 
-def clean_stale_temp(parent: PathLike, prefix: str, suffix: str = "") -> list[Path]:
+def clean_stale_temp(parent: PathLike, prefix: str, suffix: str = "", *, require_marker: bool = False) -> list[Path]:
     """Remove edgeclf's temp folders ``prefix*suffix`` in ``parent`` that a killed process
-    left behind (not locked by a live process, older than a minute). Returns what went."""
+    left behind (this user's, not locked by a live process, older than a minute; with
+    ``require_marker`` only ones holding edgeclf's marker). Returns what went."""
     removed = []
     for d in _temp_names(Path(parent), prefix, suffix):
-        if d.is_symlink() or not d.is_dir() or _in_use(d):
+        if d.is_symlink() or not d.is_dir() or _in_use(d, require_marker=require_marker):
             continue
         shutil.rmtree(d, ignore_errors=True)
         if not d.exists():
@@ -389,7 +393,7 @@ def temp_dir(prefix: str) -> Iterator[Path]:
     """A private temporary folder (removed on exit) in the system temp folder; ones a killed
     process left with the same ``prefix`` are removed first."""
     parent = Path(tempfile.gettempdir())
-    clean_stale_temp(parent, prefix)
+    clean_stale_temp(parent, prefix, require_marker=True)  # a shared folder: only provably ours
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     lock_fd = None
     try:
@@ -399,3 +403,29 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         if lock_fd is not None:
             os.close(lock_fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_tempdir() -> Iterator[Optional[Path]]:
+    """Point every temporary file of this process (TensorFlow's converter SavedModels,
+    tf2onnx, ONNX Runtime's quantizer) into one locked ``edgeclf-*`` folder that is removed on
+    exit; one left by a killed process is removed by the next run. Yields None (and changes
+    nothing) when the system temp folder cannot be written."""
+    try:
+        ctx = temp_dir("edgeclf-")
+        folder = ctx.__enter__()
+    except OSError:
+        yield None
+        return
+    old_dir, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(folder)
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = old_dir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+        ctx.__exit__(None, None, None)

@@ -185,3 +185,55 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
 def test_marker_is_json_naming_edgeclf(tmp_path):
     out = _edgeclf_folder(tmp_path / "run")
     assert json.loads((out / MARKER).read_text())["made_by"] == "edgeclf"
+
+
+def test_library_temp_files_go_to_one_private_folder_removed_on_exit(tmp_path, monkeypatch):
+    import tempfile
+
+    from edgeclf._io import private_tempdir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    unmarked = tmp_path / "edgeclf-notours1"  # a name like ours but no marker: never touched
+    unmarked.mkdir()
+    os.utime(unmarked, (time.time() - 3 * 86400,) * 2)
+    with private_tempdir() as d:
+        assert d.parent == tmp_path and tempfile.gettempdir() == str(d) and os.environ["TMPDIR"] == str(d)
+        inner = Path(tempfile.mkdtemp())  # as TensorFlow's converter makes its SavedModel
+        assert inner.parent == d
+    assert tempfile.gettempdir() == str(tmp_path) and not d.exists()
+    assert unmarked.exists()
+
+
+_KILLED_WITH_TEMP = textwrap.dedent("""
+    import os, sys, tempfile
+    tempfile.tempdir = sys.argv[1]
+    from edgeclf._io import private_tempdir
+    with private_tempdir() as d:
+        open(os.path.join(tempfile.mkdtemp(), "saved_model.pb"), "w").write("x")
+        print(d, flush=True)
+        os._exit(9)  # kill -9
+""")
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    import tempfile
+
+    from edgeclf._io import private_tempdir
+
+    r = subprocess.run([sys.executable, "-c", _KILLED_WITH_TEMP, str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    left = Path(r.stdout.strip())
+    assert r.returncode == 9 and left.exists(), r.stderr
+    os.utime(left, (time.time() - 3600,) * 2)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with private_tempdir():
+        assert not left.exists()
+
+
+def test_a_fifo_labels_file_is_refused_without_hanging(tmp_path):
+    from edgeclf.runtime.metadata import read_labels_file
+
+    fifo = tmp_path / "labels.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="not a regular file"):
+        read_labels_file(fifo)

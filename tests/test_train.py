@@ -11,7 +11,7 @@ from edgeclf.errors import DataError, UsageError
 from _data_helpers import make_folder
 
 RUN_FILES = {"model.keras", "labels.txt", "config.json", "split.json", "history.json", "metrics.json",
-             "curves.png", "confusion.png", "mistakes.png"}
+             "curves.png", "confusion.png", "mistakes.png", ".edgeclf"}
 
 
 @pytest.fixture(autouse=True)

@@ -36,9 +36,12 @@ class _Group(click.Group):
     def invoke(self, ctx):
         from .._term import printable
 
+        from .._io import private_tempdir
+
         _stop_on_sigterm()
         try:
-            return super().invoke(ctx)
+            with private_tempdir():  # a kill -9 leaves no temp files forever: the next run removes them
+                return super().invoke(ctx)
         except EdgeclfError as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
             sys.exit(exc.exit_code)
