@@ -269,7 +269,8 @@ def prepare_target(target: PathLike) -> None:
 
 
 def _check_writable(out: Path, what: str) -> None:
-    probe = out if out.is_dir() else out.parent
+    # The result is built beside ``out`` and renamed onto it: its parent must take writes.
+    probe = out.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):

@@ -192,3 +192,22 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err
     assert "Terminated; nothing half-written" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == [], "SIGTERM left a temporary folder"
+
+
+def test_half_written_cache_arrays_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    import time
+
+    from edgeclf.data import cache
+
+    monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "data", {"a": 2, "b": 2})
+    paths = sorted(str(p) for p in root.rglob("*.png"))
+    first = cache.decode_images(paths, 8, root=root, show_progress=False)
+    stale = first.cache_dir / ".pixels-0123456789ab.npy.k2j4h5g6.tmp.npy"
+    live = first.cache_dir / ".pixels-ba9876543210.npy.a1b2c3d4.tmp.npy"
+    for f in (stale, live):
+        f.write_bytes(b"\x00" * 64)
+    os.utime(stale, (time.time() - 7200,) * 2)
+    make_folder(root, {"c": 1})  # a change, so the cache is written again
+    cache.decode_images(sorted(str(p) for p in root.rglob("*.png")), 8, root=root, show_progress=False)
+    assert not stale.exists() and live.exists()

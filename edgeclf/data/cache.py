@@ -250,6 +250,14 @@ def _remove_old_arrays(cdir: Path, *, keep: str, previous) -> None:
     """Remove the array the previous index named, and arrays no run has touched for an hour
     (left by a concurrent run whose index lost). Never a fresh array of a concurrent run."""
     now = time.time()
+    # Half-written arrays of killed runs (atomic_path's temp names); a live writer keeps its
+    # file's mtime fresh, so only ones untouched for an hour go.
+    for f in cdir.glob(".pixels-*.tmp.npy"):
+        try:
+            if now - f.stat().st_mtime > _ORPHAN_AGE_S:
+                f.unlink()
+        except OSError:
+            pass
     for f in cdir.glob("pixels-*.npy"):
         if f.name == keep:
             continue
