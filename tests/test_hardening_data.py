@@ -91,6 +91,9 @@ def test_synth_seed_bounds_through_the_api(tmp_path):
 
     with pytest.raises(UsageError, match="--seed"):
         generate(tmp_path / "d", classes=2, per_class=1, size=16, seed=-1)
+    with pytest.raises(UsageError, match="--per-class must be between 1 and 100,000"):
+        generate(tmp_path / "d", classes=2, per_class=10**9, size=16)
+    assert not (tmp_path / "d").exists()
 
 
 def test_alpha_is_bounded():

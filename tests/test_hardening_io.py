@@ -58,6 +58,8 @@ def test_overwrite_replaces_what_edgeclf_made(tmp_path):
 @pytest.mark.parametrize("argv", [
     ["data", "synth", "{out}", "--classes", "2", "--per-class", "1", "--size", "16", "--overwrite"],
     ["run", "--out", "{out}", "--overwrite"],
+    ["train", "{out}/../nosuch", "--out", "{out}", "--overwrite"],
+    ["export", "{out}/../nosuch", "--out", "{out}", "--overwrite"],
 ])
 def test_cli_overwrite_keeps_a_users_folder(tmp_path, argv):
     from edgeclf.cli import main

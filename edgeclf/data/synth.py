@@ -222,6 +222,9 @@ def _write_images(job) -> None:
             Image.fromarray(arr).save(path, format="JPEG", quality=92)
 
 
+MAX_PER_CLASS = 100_000  # 1,000,000 images at most: more only fills the disk
+
+
 def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PER_CLASS,
              size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, overwrite: bool = False,
              image_format: str = "png") -> SynthResult:
@@ -241,8 +244,8 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
     """
     if not 2 <= classes <= len(CLASS_NAMES):
         raise UsageError(f"--classes must be between 2 and {len(CLASS_NAMES)}; got {classes}")
-    if per_class < 1:
-        raise UsageError(f"--per-class must be at least 1; got {per_class}")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise UsageError(f"--per-class must be between 1 and {MAX_PER_CLASS:,}; got {per_class}")
     if not 16 <= size <= 1024:
         raise UsageError(f"--size must be between 16 and 1024 pixels; got {size}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
