@@ -13,7 +13,6 @@ import textwrap
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

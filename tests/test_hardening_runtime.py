@@ -78,7 +78,6 @@ def test_cli_threads_out_of_range_is_one_line():
 # --- tiny hand-built ONNX graphs (onnx package, no TensorFlow) ---------------------------------
 
 def _onnx_model(path: Path, *, reshape_to, labels=("a", "b"), labels_raw=None, out_rows="N"):
-    import onnx  # noqa: F401 - the [dev] extra installs it
     from onnx import TensorProto, helper, numpy_helper
 
     k = int(np.prod(reshape_to[1:]))

@@ -4,6 +4,7 @@ commands start in a fraction of a second and never load TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -22,25 +23,32 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
-def _stop_on_sigterm() -> None:
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM raises ``_Terminated`` while a command runs (the default handler is put back after)."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _Group(click.Group):
     """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place."""
 
     def invoke(self, ctx):
+        from .._io import private_tempdir
         from .._term import printable
 
-        from .._io import private_tempdir
-
-        _stop_on_sigterm()
         try:
-            with private_tempdir():  # a kill -9 leaves no temp files forever: the next run removes them
+            # private_tempdir: a kill -9 leaves no temp files forever; the next run removes them.
+            with _stop_on_sigterm(), private_tempdir():
                 return super().invoke(ctx)
         except EdgeclfError as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
