@@ -90,6 +90,7 @@ _LEGACY_SIGNATURES = (
     ("export.json", "golden.npz"),                  # an export
     (".edgeclf-synth.json",),                       # a synthetic dataset
     (".edgeclf-run-incomplete",),                   # an unfinished `edgeclf run` folder
+    ("compare.json", "run", "export"),              # a finished `edgeclf run` folder
 )
 # A temp folder younger than this is never judged stale: its writer may not have locked it yet.
 _STALE_GRACE_S = 60.0

@@ -239,3 +239,17 @@ def test_a_fifo_labels_file_is_refused_without_hanging(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UsageError, match="not a regular file"):
         read_labels_file(fifo)
+
+
+@pytest.mark.parametrize("names", [
+    ("config.json", "model.keras", "split.json"), ("export.json", "golden.npz"), (".edgeclf-synth.json",),
+    ("compare.json", "run/", "export/"),
+])
+def test_folders_written_before_the_marker_are_still_recognised(tmp_path, names):
+    out = tmp_path / "old"
+    out.mkdir()
+    for n in names:
+        (out / n.rstrip("/")).mkdir() if n.endswith("/") else (out / n).write_text("x")
+    assert is_edgeclf_dir(out)
+    (out / names[0].rstrip("/")).rename(out / "renamed")
+    assert not is_edgeclf_dir(out)
