@@ -129,6 +129,7 @@ def test_golden_holds_what_the_runtime_computes(exported):
         probs = load_classifier(out / name).predict_proba(images)
         np.testing.assert_allclose(probs, g[f"probs::{name}"], atol=1e-6, err_msg=name)
         assert float(g[f"atol::{name}"]) in (1e-4, 1e-2, 2e-2, 5e-2), name
+        assert str(g[f"sha256::{name}"]) == file_sha256(out / name), f"{name}: verify matches by content"
 
 
 def test_full_integer_tflite_takes_raw_pixels(exported):
