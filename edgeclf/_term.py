@@ -18,6 +18,23 @@ T = TypeVar("T")
 LOGGER = logging.getLogger("edgeclf")
 
 
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: control characters (newlines, ANSI escapes) and
+    invisible format characters (bidi overrides) become visible escapes like ``\\x1b``, so a
+    label or file name from outside cannot forge an extra line or rewrite the screen."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 def info(msg: str) -> None:
     LOGGER.info(msg)
 
@@ -52,8 +69,8 @@ def _showing() -> bool:
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, align: str | None = None) -> str:
     """A plain-text table. ``align`` is a string of 'l'/'r' per column (default: numbers right)."""
-    rows = [["" if v is None else str(v) for v in r] for r in rows]
-    headers = [str(h) for h in headers]
+    rows = [["" if v is None else printable(v) for v in r] for r in rows]
+    headers = [printable(h) for h in headers]
     widths = [len(h) for h in headers]
     for r in rows:
         for i, v in enumerate(r):

@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import LABELS, SIZE, copy_run, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
+from edgeclf._io import MARKER  # noqa: E402
 from edgeclf.errors import ExportError, ModelFileError, UsageError  # noqa: E402
 from edgeclf.runtime.metadata import file_sha256  # noqa: E402
 
@@ -60,7 +61,7 @@ def exported(run_dir):
 
 def test_every_file_is_written_and_listed(exported):
     out, report = exported
-    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_FILES + ["export.json", "golden.npz"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_FILES + [MARKER, "export.json", "golden.npz"])
     doc = json.loads((out / "export.json").read_text())
     assert [f["file"] for f in doc["files"]] == [f.file for f in report.files]
     assert sorted(f["file"] for f in doc["files"]) == sorted(ALL_FILES)
@@ -128,6 +129,7 @@ def test_golden_holds_what_the_runtime_computes(exported):
         probs = load_classifier(out / name).predict_proba(images)
         np.testing.assert_allclose(probs, g[f"probs::{name}"], atol=1e-6, err_msg=name)
         assert float(g[f"atol::{name}"]) in (1e-4, 1e-2, 2e-2, 5e-2), name
+        assert str(g[f"sha256::{name}"]) == file_sha256(out / name), f"{name}: verify matches by content"
 
 
 def test_full_integer_tflite_takes_raw_pixels(exported):
@@ -197,7 +199,8 @@ def test_existing_out_is_refused_unless_overwrite(exported, run_dir):
     copy = run_dir.parent / "out_copy"
     shutil.copytree(out, copy)
     report = export_model(run_dir, copy, formats=["tflite"], precisions=["float32"], overwrite=True)
-    assert sorted(p.name for p in copy.iterdir()) == ["export.json", "golden.npz", "model_float32.tflite"]
+    assert sorted(p.name for p in copy.iterdir()) == sorted([MARKER, "export.json", "golden.npz",
+                                                             "model_float32.tflite"])
     assert [f.file for f in report.files] == ["model_float32.tflite"]
 
 
@@ -354,8 +357,27 @@ def test_qat_checkpoint_reloads_from_h5(keras, run_dir, tmp_path):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), qmodel.predict(images, verbose=0), atol=1e-5)
 
 
-def _start_export(args, env):
-    return subprocess.Popen([str(Path(sys.executable).parent / "edgeclf"), *args],
+# The export, stopped inside its second conversion until the test has sent its signal: the
+# test synchronises on the line printed there, never on the clock (a fast machine finished
+# the whole export between the progress line and the signal).
+_PAUSED_EXPORT = """
+import sys
+from edgeclf.export import exporter
+real, calls = exporter._convert, []
+def convert(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        print("test: paused in the second conversion", file=sys.stderr, flush=True)
+        sys.stdin.read()  # the test never writes: blocks until the signal
+    return real(*args, **kwargs)
+exporter._convert = convert
+from edgeclf.cli import main
+main(sys.argv[1:], prog_name="edgeclf")
+"""
+
+
+def _start_paused_export(args, env):
+    return subprocess.Popen([sys.executable, "-c", _PAUSED_EXPORT, *args], stdin=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
 
 
@@ -381,12 +403,13 @@ def test_interrupted_export_leaves_no_half_written_model(run_dir, exported, tmp_
     shutil.copytree(out, old)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
     for target, sig, extra in ((tmp_path / "new", signal.SIGINT, []), (old, signal.SIGKILL, ["--overwrite"])):
-        proc = _start_export(["export", str(run_dir), "--out", str(target), "--format", "tflite",
-                              "--precision", "float32", "--precision", "int8", "--precision", "int16x8", *extra],
-                             dict(os.environ))
-        _wait_for(proc, "[2/3] model_int8.tflite: converting")
+        proc = _start_paused_export(["export", str(run_dir), "--out", str(target), "--format", "tflite",
+                                     "--precision", "float32", "--precision", "int8", "--precision", "int16x8",
+                                     *extra], dict(os.environ))
+        _wait_for(proc, "test: paused in the second conversion")
         proc.send_signal(sig)
         proc.wait(timeout=60)
+        proc.stdin.close()
         assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), target
         if sig == signal.SIGINT:
             assert not target.exists()

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from edgeclf._io import atomic_dir, atomic_path, write_bytes, write_json
+from edgeclf._io import MARKER, atomic_dir, atomic_path, write_bytes, write_json
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):
@@ -32,6 +32,7 @@ def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep").write_text("1")
+    (out / MARKER).write_text("{}")  # a folder edgeclf made: the only kind --overwrite replaces
     with pytest.raises(FileExistsError):
         with atomic_dir(out):
             pass
@@ -39,11 +40,11 @@ def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / "partial").write_text("x")
             raise KeyboardInterrupt
-    assert os.listdir(out) == ["keep"], "old run must survive an interrupted overwrite"
+    assert sorted(os.listdir(out)) == [MARKER, "keep"], "old run must survive an interrupted overwrite"
     assert sorted(os.listdir(tmp_path)) == ["run"], "temp folder left behind"
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "new").write_text("y")
-    assert os.listdir(out) == ["new"]
+    assert sorted(os.listdir(out)) == [MARKER, "new"]
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
@@ -87,4 +88,4 @@ def test_check_out_dir_refuses_the_data_folder_and_anything_inside_or_around_it(
     assert check_out_dir(tmp_path / "empty", False, inside=(data, None)) == tmp_path / "empty"
     with atomic_dir(tmp_path / "empty") as tmp:  # an empty folder is replaced without overwrite
         (tmp / "f").write_text("y")
-    assert os.listdir(tmp_path / "empty") == ["f"]
+    assert sorted(os.listdir(tmp_path / "empty")) == [MARKER, "f"]

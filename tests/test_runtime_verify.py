@@ -66,10 +66,12 @@ def test_tolerance_is_the_recorded_one(tmp_path):
 def test_no_entry_for_the_model_lists_the_ones_there(tmp_path):
     renamed = tmp_path / "mine.tflite"
     shutil.copy(FIXTURES / "colour_int8.tflite", renamed)
+    assert verify_golden(renamed, GOLDEN, threads=1).entry == "colour_int8.tflite"  # found by its content
+    golden = _doctored(tmp_path, **{f"{k}__colour_int8.tflite": None for k in ("probs", "atol", "sha256")})
     with pytest.raises(DataError) as err:
-        verify_golden(renamed, GOLDEN, threads=1)
+        verify_golden(renamed, golden, threads=1)
     msg = str(err.value)
-    assert "no golden entry for mine.tflite" in msg and "colour_int8.tflite" in msg and "binary_float32.onnx" in msg
+    assert "no golden entry for mine.tflite" in msg and "colour_int8_int8io.tflite" in msg and "binary_float32.onnx" in msg
 
 
 def test_bad_golden_files(tmp_path):

@@ -72,6 +72,11 @@ def test_refuses_non_empty_out_unless_overwrite(tmp_path):
     with pytest.raises(UsageError, match="not empty"):
         generate(out, classes=2, per_class=1, size=16)
     assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(UsageError, match="did not write"):  # --overwrite replaces only what edgeclf made
+        generate(out, classes=2, per_class=1, size=16, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    generate(out, classes=2, per_class=1, size=16)
     generate(out, classes=2, per_class=1, size=16, overwrite=True)
     assert not (out / "keep.txt").exists()
 

@@ -12,7 +12,7 @@ from edgeclf.runtime.layout import RunDir
 from _data_helpers import make_folder
 
 RUN_FILES = {"model.keras", "spec.json", "labels.txt", "config.json", "split.json", "history.json", "metrics.json",
-             "curves.png", "confusion.png", "mistakes.png"}
+             "curves.png", "confusion.png", "mistakes.png", ".edgeclf"}
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ commands start in a fraction of a second and never load TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -22,17 +23,47 @@ def _flag(ctx, param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler, a container stopping), unwound like Ctrl-C so that
+    temporary files and folders are removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM raises ``_Terminated`` while a command runs (the default handler is put back after)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class _Group(click.Group):
     """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place."""
 
     def invoke(self, ctx):
+        from .._io import private_tempdir
+        from .._term import printable
+
         try:
-            return super().invoke(ctx)
+            # private_tempdir: a kill -9 leaves no temp files forever; the next run removes them.
+            with _stop_on_sigterm(), private_tempdir():
+                return super().invoke(ctx)
         except OptionError as exc:
-            click.echo(f"Error: {exc.for_flag(_flag(ctx, exc.param))}", err=True)
+            click.echo(f"Error: {printable(exc.for_flag(_flag(ctx, exc.param)))}", err=True)
             sys.exit(exc.exit_code)
         except EdgeclfError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {printable(exc)}", err=True)
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             # `edgeclf ... | head`: the reader left; stop quietly as Unix tools do (128 + SIGPIPE).
@@ -40,6 +71,9 @@ class _Group(click.Group):
             os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
             os.close(devnull)
             sys.exit(141)
+        except _Terminated:
+            click.echo("Terminated; nothing half-written was left behind.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing half-written was left behind.", err=True)
             sys.exit(130)

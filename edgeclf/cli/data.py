@@ -20,7 +20,8 @@ def data_group():
               help="Number of classes (2..10): circles, squares, triangles, stars, crosses, rings, ...")
 @click.option("--per-class", default=300, show_default=True, type=int, help="Images per class.")
 @click.option("--size", default=64, show_default=True, type=int, help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True, type=int, help="The same seed gives the same files.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="The same seed gives the same files (0 to 4294967295).")
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def synth_command(out, classes, per_class, size, seed, image_format, overwrite):

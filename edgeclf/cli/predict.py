@@ -39,8 +39,10 @@ def _collect(args) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 @click.command("predict")
-@click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
+@click.argument("model", type=click.Path(dir_okay=True, readable=False, path_type=Path))
+# readable=False: click would stop the whole command at an unreadable image; the loader reports
+# it on its own line and the other images are still predicted.
+@click.argument("images", nargs=-1, required=True, type=click.Path(readable=False), metavar="IMAGE_OR_DIR...")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also show the next most likely labels.")
 @json_option
@@ -64,6 +66,7 @@ def predict_cmd(ctx, model, images, top_k, json_out, labels_file, threads):
 def _predict(ctx, clf, images, top_k, json_out):
     import numpy as np
 
+    from .._term import printable
     from ..errors import ImageError
     from ..runtime.classifier import CHUNK
 
@@ -71,7 +74,7 @@ def _predict(ctx, clf, images, top_k, json_out):
     failed = False
     records = []
     for arg, reason in problems:
-        click.echo(f"Error: {arg}: {reason}", err=True)
+        click.echo(f"Error: {printable(arg)}: {reason}", err=True)
         records.append({"source": arg, "error": reason})
         failed = True
     for start in range(0, len(paths), CHUNK):
@@ -82,7 +85,7 @@ def _predict(ctx, clf, images, top_k, json_out):
             try:
                 arrays[i] = clf.preprocess(path)
             except ImageError as exc:
-                click.echo(f"Error: {exc}", err=True)
+                click.echo(f"Error: {printable(exc)}", err=True)
                 errors[i] = exc.reason
                 failed = True
         probs = iter(clf.predict_proba(np.stack(list(arrays.values())))) if arrays else iter(())
@@ -94,17 +97,18 @@ def _predict(ctx, clf, images, top_k, json_out):
             records.append(p.to_dict())
             if json_to_stdout(json_out):
                 continue
-            click.echo(f"{path}: {p.sentence()}")
+            # Labels come from the model file and paths from the disk: neither may forge a line.
+            click.echo(f"{printable(path)}: {printable(p.sentence())}")
             for rank, (label, conf) in enumerate(p.top_k[1:], start=2):
-                click.echo(f"    {rank}. {label} {100 * conf:.2f} percent")
+                click.echo(f"    {rank}. {printable(label)} {100 * conf:.2f} percent")
     emit_json(json_out, records)
     if failed:
         ctx.exit(1)
 
 
 @click.command("verify")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("golden", type=click.Path(path_type=Path), metavar="GOLDEN.npz")
+@click.argument("model", type=click.Path(readable=False, path_type=Path))
+@click.argument("golden", type=click.Path(readable=False, path_type=Path), metavar="GOLDEN.npz")
 @_THREADS
 @json_option
 @click.pass_context

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
+from ..runtime.layout import JobDir
 from ._options import threads_option
 
 COMMANDS: list[click.Command] = []
 
 # Defaults chosen so that the whole job fits in 10 minutes on 2 CPU cores (measured; see README).
 RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20, "model": "tutorial_cnn_aug"}
-RUN_INCOMPLETE_MARKER = ".edgeclf-run-incomplete"
-DATA, RUN, EXPORT, REPORT, COMPARE_JSON = "data", "run", "export", "report", "compare.json"
+RUN_INCOMPLETE_MARKER = JobDir.INCOMPLETE
+DATA, RUN, EXPORT, REPORT, COMPARE_JSON = JobDir.DATA, JobDir.RUN, JobDir.EXPORT, JobDir.REPORT, JobDir.COMPARE
 
 
 @click.command("run")
@@ -45,7 +46,7 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
       edgeclf run                      # built-in data, about 4 minutes on 2 CPU cores
       edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
     """
-    from .._io import write_text
+    from .._io import is_edgeclf_dir, mark_dir, write_text
     from .._optional import ensure_installed
     from .._term import info
     from ..errors import UsageError
@@ -65,11 +66,15 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
     if root.exists() and any(root.iterdir()) and not overwrite and not resuming:
         raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
                          "or choose another --out")
+    if root.exists() and any(root.iterdir()) and overwrite and not resuming and not is_edgeclf_dir(root):
+        raise UsageError(f"--out {root} holds files edgeclf did not write; --overwrite replaces only a folder "
+                         "edgeclf made; choose another --out")
     if resuming and not overwrite:
         info(f"{root} holds a run that did not finish; starting it again")
         overwrite = True
     root.mkdir(parents=True, exist_ok=True)
     write_text(marker, "edgeclf run has not finished writing this folder\n")
+    mark_dir(root, "edgeclf run")
     timings = []
     t_all = time.monotonic()
 

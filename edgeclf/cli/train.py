@@ -46,7 +46,7 @@ def parse_image_size(value):
               help="A separate class-per-folder validation set (then all of DATA trains).")
 @click.option("--test-split", default=DEFAULT_TEST_SPLIT, show_default=True, type=float,
               help="Fraction carved off as a test set (from --val-dir when given).")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--weights", default="none", show_default=True,
               help="none, imagenet (mobilenets; needs network) or a weights file.")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="MobileNet width multiplier.")

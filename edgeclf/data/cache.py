@@ -17,10 +17,12 @@ processes updating the same cache at once are not otherwise coordinated (the lat
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -33,8 +35,8 @@ import numpy as np
 
 from .._io import atomic_path, write_json
 from .._term import progress
-from ..errors import ImageError
-from ..runtime.preprocess import ResizeMethod, image_size_arg, load_image
+from ..errors import DataError, ImageError
+from ..runtime.preprocess import ResizeMethod, image_size_arg, load_image, max_pixels_limit
 
 CACHE_VERSION = 1
 _CHUNK = 32
@@ -152,6 +154,7 @@ def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=
     """
     h, w = image_size_arg(size)
     method = ResizeMethod(resize_method).value
+    max_pixels_limit()  # a bad EDGECLF_MAX_PIXELS is one error now, not one per image
     paths = [os.path.abspath(p) for p in paths]
     if len(set(paths)) != len(paths):
         paths = list(dict.fromkeys(paths))
@@ -194,12 +197,23 @@ def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=
     cdir.mkdir(parents=True, exist_ok=True)
     name = f"pixels-{uuid.uuid4().hex[:12]}.npy"
     target = cdir / name
-    with atomic_path(target) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(good), h, w, 3))
-        for i, p in enumerate(good):
-            arr[i] = fresh[p] if p in fresh else old[reuse[p]]
-        arr.flush()
-        del arr
+    need = len(good) * h * w * 3 + 4096
+    _check_space(cdir, need)
+    try:
+        with atomic_path(target) as tmp:
+            # Plain sequential writes, never a memory map: a full disk under a sparse map is a
+            # SIGBUS that kills the process without a word; a write says ENOSPC.
+            with _open_for_write(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                        "shape": (len(good), h, w, 3)})
+                for i, p in enumerate(good):
+                    f.write(np.ascontiguousarray(fresh[p] if p in fresh else old[reuse[p]], np.uint8).tobytes())
+                f.flush()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise _no_space(cdir, need) from None
+        raise
     # Map our array before the index names it: from then on another run may replace and
     # remove it, and the mapping keeps the data.
     pixels = np.load(target, mmap_mode="r")
@@ -214,12 +228,36 @@ def decode_images(paths: Sequence[str], size, *, resize_method="bilinear", root=
 
 
 _ORPHAN_AGE_S = 3600
+_open_for_write = open  # tests put a file that fills up here
+
+
+def _no_space(cdir: Path, need: int) -> DataError:
+    return DataError(f"no space left on the device for the decoded-image cache in {cdir} ({need / 2**20:,.0f} MB "
+                     "needed); free space there, set EDGECLF_CACHE_DIR to a folder on a bigger disk, or "
+                     "train with --no-cache")
+
+
+def _check_space(cdir: Path, need: int) -> None:
+    try:
+        free = shutil.disk_usage(cdir).free
+    except OSError:
+        return  # unknown: the writes themselves will tell
+    if free < need:
+        raise _no_space(cdir, need)
 
 
 def _remove_old_arrays(cdir: Path, *, keep: str, previous) -> None:
     """Remove the array the previous index named, and arrays no run has touched for an hour
     (left by a concurrent run whose index lost). Never a fresh array of a concurrent run."""
     now = time.time()
+    # Half-written arrays of killed runs (atomic_path's temp names); a live writer keeps its
+    # file's mtime fresh, so only ones untouched for an hour go.
+    for f in cdir.glob(".pixels-*.tmp.npy"):
+        try:
+            if now - f.stat().st_mtime > _ORPHAN_AGE_S:
+                f.unlink()
+        except OSError:
+            pass
     for f in cdir.glob("pixels-*.npy"):
         if f.name == keep:
             continue

@@ -2,8 +2,9 @@
 
 Scanning only lists files; decoding (and so finding the unreadable ones) is the cache's job.
 Hidden files and folders (``.DS_Store``, ``.git``) are ignored, symlinked folders are followed
-once (a symlink loop is visited once, never forever), and files whose suffix is not an image
-suffix are listed as ignored rather than read.
+only inside their own class folder (once; a link up the tree or out of it is listed as ignored),
+a file reached twice through links keeps its first label only, and files whose suffix is not an
+image suffix are listed as ignored rather than read.
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _walk_images(top: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """All image files below ``top`` (following symlinked folders, each real folder once)."""
+    """All image files below ``top``. A symlinked folder is followed only when it points inside
+    ``top`` itself (each real folder once): a link up the tree or out to ``/usr`` would give
+    files two labels or pull foreign images into the class; it is listed as ignored."""
     images: list[str] = []
     ignored: list[tuple[str, str]] = []
+    base = os.path.realpath(top)
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -63,7 +71,13 @@ def _walk_images(top: Path) -> tuple[list[str], list[tuple[str, str]]]:
         for d in sorted(dirnames):
             if _hidden(d):
                 continue
-            if os.path.realpath(os.path.join(dirpath, d)) in seen:
+            sub = os.path.join(dirpath, d)
+            target = os.path.realpath(sub)
+            if os.path.islink(sub) and not _inside(target, base):
+                ignored.append((os.path.abspath(sub), f"symlink to a folder outside its class folder ({target}); "
+                                "not followed"))
+                continue
+            if target in seen:
                 continue  # a link back up the tree: a loop
             kept.append(d)
         dirnames[:] = kept
@@ -122,9 +136,24 @@ def scan_folder(root, *, what: str = "data directory") -> ImageFolder:
     ignored: list[tuple[str, str]] = [(str(root / n), "image at the top level, outside any class folder")
                                       for n in sorted(loose)]
     empty = []
+    owner: dict[str, str] = {}  # real file -> the class it was first found in
     for label, name in enumerate(classes):
         images, skipped = _walk_images(root / name)
         ignored += skipped
+        unique = []
+        class_real = os.path.realpath(root / name)
+        for p in images:
+            real = os.path.realpath(p)
+            if _inside(real, str(root)) and not _inside(real, class_real):
+                # a link to another class's file: that file keeps its own label
+                ignored.append((p, f"a link to {real}, a file of another class; a file has one label"))
+                continue
+            if real in owner:  # a link to a file listed already: one file, one label
+                ignored.append((p, f"the same file as one in class {owner[real]!r} (a link); a file has one label"))
+                continue
+            owner[real] = name
+            unique.append(p)
+        images = unique
         if not images:
             empty.append(name)
         files += [(p, label) for p in images]

@@ -48,7 +48,7 @@ def inspect_folder(root) -> DatasetReport:
         try:
             # preprocess._open is open_image's own first step (same checks, same reasons); the
             # decoded image still has its stored mode, and open_image finishes from it.
-            raw = preprocess._open(Path(path), preprocess.MAX_PIXELS, None)
+            raw = preprocess._open(Path(path), None, None)
             try:
                 mode = raw.mode
                 img = open_image(raw)

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .._io import atomic_dir, check_out_dir, write_json
 from ..errors import UsageError
+from ..runtime.layout import SYNTH_RECORD
 
 CLASS_NAMES = ("circles", "squares", "triangles", "stars", "crosses",
                "rings", "hexagons", "stripes", "checkers", "arrows")
@@ -34,7 +35,7 @@ CLASS_NAMES = ("circles", "squares", "triangles", "stars", "crosses",
 DEFAULT_CLASSES = 5
 DEFAULT_PER_CLASS = 300
 DEFAULT_SIZE = 64
-DEFAULT_SEED = 0
+SYNTH_SEED = 0  # the synthetic images' own seed (not the split seed of spec.DEFAULT_SEED)
 _SS = 2  # supersampling factor: draw at 2x, downsample, for anti-aliased edges
 
 
@@ -222,8 +223,11 @@ def _write_images(job) -> None:
             Image.fromarray(arr).save(path, format="JPEG", quality=92)
 
 
+MAX_PER_CLASS = 100_000  # 1,000,000 images at most: more only fills the disk
+
+
 def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PER_CLASS,
-             size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, overwrite: bool = False,
+             size: int = DEFAULT_SIZE, seed: int = SYNTH_SEED, overwrite: bool = False,
              image_format: str = "png") -> SynthResult:
     """Write the synthetic dataset to ``out/<class>/<class>_<i>.png``.
 
@@ -241,15 +245,17 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
     """
     if not 2 <= classes <= len(CLASS_NAMES):
         raise UsageError(f"--classes must be between 2 and {len(CLASS_NAMES)}; got {classes}")
-    if per_class < 1:
-        raise UsageError(f"--per-class must be at least 1; got {per_class}")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise UsageError(f"--per-class must be between 1 and {MAX_PER_CLASS:,}; got {per_class}")
     if not 16 <= size <= 1024:
         raise UsageError(f"--size must be between 16 and 1024 pixels; got {size}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be a whole number from 0 to {2**32 - 1}; got {seed!r}")
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format must be png or jpg; got {image_format!r}")
     out = check_out_dir(out, overwrite, what="output folder")
     names = CLASS_NAMES[:classes]
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, what="synthetic dataset") as tmp:
         jobs = []
         for ci, name in enumerate(names):
             (tmp / name).mkdir()
@@ -264,5 +270,5 @@ def generate(out, *, classes: int = DEFAULT_CLASSES, per_class: int = DEFAULT_PE
             for job in jobs:
                 _write_images(job)
         result = SynthResult(out=out.resolve(), class_names=names, per_class=per_class, size=size, seed=seed)
-        write_json(tmp / ".edgeclf-synth.json", result.to_dict())
+        write_json(tmp / SYNTH_RECORD, result.to_dict())
     return result

@@ -6,7 +6,6 @@ its output after what it holds (``logits``, ``probabilities`` or ``sigmoid``).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +149,23 @@ class _Reader:
 
 
 def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray | None = None):
-    """int8: static QDQ, per-channel, uint8 activations / int8 weights, calibrated on
-    ``calibration``; dynamic: weights to 8 bits, activations quantized at run time."""
+    """int8: static QDQ, per-channel, uint8 activations / int8 weights in 7 bits, calibrated
+    on ``calibration``; dynamic: uint8 weights, activations quantized at run time.
+
+    Both are chosen so that results do not depend on the CPU. x86 CPUs without VNNI (AVX2,
+    AVX-512 before Cascade Lake) multiply uint8 by int8 with PMADDUBSW, which saturates the
+    sum of two products at 16 bits (255 * 127 * 2 > 32767), while VNNI and ARM sum in 32 bits;
+    ONNX Runtime's quantization guide names reduce_range and U8U8 as the remedies. Dynamic
+    files use uint8 weights (U8U8: exact everywhere); int8 files keep int8 weights (ORT's
+    CPU QLinearConv wants them) in 7 bits (reduce_range: 255 * 64 * 2 < 32767, never saturated).
+    """
     onnx = _onnx()
+    from .._io import temp_dir
     from .._optional import require
 
     q = require("onnxruntime.quantization", purpose="ONNX quantization")
     precision = Precision(precision)
-    with tempfile.TemporaryDirectory(prefix="edgeclf-onnxq-") as tmp:
+    with temp_dir("edgeclf-onnxq-") as tmp:
         src = Path(tmp) / "float.onnx"
         dst = Path(tmp) / "quant.onnx"
         onnx.save(float_proto, str(src))
@@ -178,10 +186,11 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
                         str(src), str(dst), _Reader(calibration),
                         quant_format=q.QuantFormat.QDQ, per_channel=True,
                         activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                        calibrate_method=q.CalibrationMethod.MinMax,
+                        calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True,
                     )
                 elif precision is Precision.DYNAMIC:
-                    # ConvInteger has only a uint8-weight kernel in ONNX Runtime's CPU provider.
+                    # uint8 weights: ConvInteger has only that kernel in ORT's CPU provider, and
+                    # uint8 x uint8 products never saturate on any CPU (see the docstring).
                     q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QUInt8)
                 else:
                     raise ValueError(f"not an ONNX Runtime quantization: {precision.value}")

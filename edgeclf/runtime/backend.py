@@ -10,12 +10,14 @@ converted here, so nothing above this layer ever sees an integer tensor.
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, UsageError
 from .metadata import ModelMetadata, sniff_format
 
 # suffix -> (format name, "module:class"). The engine module is imported only when a file
@@ -119,24 +121,74 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def read_model_bytes(path: Path) -> bytes:
+# No valid single .tflite (flatbuffer) or .onnx (protobuf) file exceeds 2 GiB; reading stops there,
+# so a link to /dev/zero or a huge wrong file cannot exhaust memory.
+MAX_MODEL_BYTES = 2 << 30
+# More engine threads than this only oversubscribes; far more crashes or hangs the engines.
+MAX_THREADS = 256
+
+
+def threads_arg(threads) -> int:
+    """A thread count checked for the engines: a whole number from 1 to ``MAX_THREADS``."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"threads must be a whole number from 1 to {MAX_THREADS}; got {threads!r}")
+    return int(threads)
+
+
+def read_model_bytes(path: Path, *, limit: int = MAX_MODEL_BYTES) -> bytes:
+    """The bytes of a model file: a regular file only (never a FIFO, device or socket, which
+    could block or never end), at most ``limit`` bytes."""
+    path = Path(path)
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the open file.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
     except IsADirectoryError:
         raise ModelFileError(f"{path} is a directory; give the model file inside it") from None
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(f"{path} is a directory; give the model file inside it")
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{path} is not a regular file (a pipe, device or socket); "
+                                 "give the model file itself")
+        if st.st_size > limit:
+            raise ModelFileError(f"{path}: {st.st_size:,} bytes is over the {limit:,}-byte limit of a model "
+                                 "file; this is not a .tflite or .onnx model")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # it grew while being read
+        raise ModelFileError(f"{path}: over the {limit:,}-byte limit of a model file; this is not a model")
     if not data:
         raise ModelFileError(f"{path}: empty file (0 bytes); copy or export the model again")
     return data
+
+
+def check_rows(path, raw: np.ndarray, n: int, num_outputs: int) -> np.ndarray:
+    """The engine's output must hold one row of ``num_outputs`` scores per input image; a file
+    whose graph says otherwise would hand one image another image's scores."""
+    raw = np.asarray(raw)
+    if raw.ndim != 2 or raw.shape[0] != n or raw.shape[1] != num_outputs:
+        raise ModelFileError(f"{path}: the model returned output of shape {list(raw.shape)} for {n} image"
+                             f"{'' if n == 1 else 's'} (expected [{n}, {num_outputs}]); its graph does not keep "
+                             "one row per image; export it again with edgeclf export")
+    return raw
 
 
 def load_backend(path, *, threads: int) -> Backend:
     """Open ``path`` with the engine its suffix names, after checking that the content
     really is that format."""
     path = Path(path)
+    threads = threads_arg(threads)
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory; give the .tflite or .onnx file inside it")
     suffix = path.suffix.lower()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import ModelFileError, UsageError
-from .backend import load_backend
+from .backend import MAX_THREADS, check_rows, load_backend, threads_arg
 from .cpu import physical_cores
 from .metadata import ModelMetadata, OutputKind, metadata_for_labels, read_labels_file
 
@@ -84,10 +84,8 @@ def to_probabilities(raw: np.ndarray, kind: OutputKind) -> np.ndarray:
 
 def _threads_arg(threads) -> int:
     if threads is None:
-        return physical_cores()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise UsageError(f"threads must be a whole number of at least 1; got {threads!r}")
-    return int(threads)
+        return min(physical_cores(), MAX_THREADS)
+    return threads_arg(threads)
 
 
 def _labels_arg(labels) -> tuple[str, ...]:
@@ -157,7 +155,9 @@ class Classifier:
                 "Use predict() for files or images of other sizes")
         if x.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return to_probabilities(self._backend.predict(np.ascontiguousarray(x)), self.metadata.output_kind)
+        raw = check_rows(self.path, self._backend.predict(np.ascontiguousarray(x)), x.shape[0],
+                         self._backend.num_outputs)
+        return to_probabilities(raw, self.metadata.output_kind)
 
     def preprocess(self, image: "ImageSource") -> np.ndarray:
         """One image as this model takes it: uint8 ``(H, W, 3)`` at ``input_size``."""

@@ -159,6 +159,29 @@ class ExportDir:
         return sorted((q for q in self.path.iterdir() if is_model_file(q)), key=model_order)
 
 
+class JobDir:
+    """The folder ``edgeclf run`` fills: the data, the run, the export, the report."""
+
+    DATA = "data"
+    RUN = "run"
+    EXPORT = "export"
+    REPORT = "report"
+    COMPARE = "compare.json"
+    INCOMPLETE = ".edgeclf-run-incomplete"  # present while the job has not finished
+
+
+SYNTH_RECORD = ".edgeclf-synth.json"  # what ``data synth`` wrote, inside the dataset
+
+# Folders edgeclf wrote before its marker file existed, recognised by the files only edgeclf
+# writes together (``--overwrite`` may replace those, never a user's own folder).
+LEGACY_SIGNATURES = (
+    (RunDir.CONFIG, RunDir.MODEL, RunDir.SPLIT),
+    (ExportDir.REPORT, ExportDir.GOLDEN),
+    (SYNTH_RECORD,),
+    (JobDir.INCOMPLETE,),
+    (JobDir.COMPARE, JobDir.RUN, JobDir.EXPORT),
+)
+
 MODEL_SUFFIXES = tuple(f".{f.value}" for f in Format)
 
 

@@ -116,6 +116,13 @@ class LiteRTBackend:
         return self._interp.get_tensor(self._out_index)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self._predict(batch)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"{self.path}: LiteRT failed to run this file on {batch.shape[0]} image"
+                                 f"{'' if batch.shape[0] == 1 else 's'} ({first_line(exc)}); export it again") from None
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         x = self._to_input(batch)
         if n == self._batch or (self._resizable and self._resize(n)):

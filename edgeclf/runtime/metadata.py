@@ -89,7 +89,11 @@ def read_onnx_metadata(custom_map: dict, *, source: str = "model") -> Optional[M
 def read_labels_file(path) -> tuple[str, ...]:
     """Labels from a text file, one per line (blank lines ignored), or a JSON list."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a FIFO would hang the read, /dev/zero never end
+        raise UsageError(f"labels file {p} is not a regular file; give a text file, one label per line")
     try:
+        if p.stat().st_size > 16 << 20:
+            raise UsageError(f"labels file {p} is over 16 MB; give a text file, one label per line")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"labels file not found: {p}") from None

@@ -27,7 +27,31 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 # Images above this many pixels are refused before decoding (a 200-megapixel photo is
 # legal; a decompression bomb claims billions). Override with EDGECLF_MAX_PIXELS.
-MAX_PIXELS = int(os.environ.get("EDGECLF_MAX_PIXELS", 200_000_000))
+MAX_PIXELS = 200_000_000
+# A model input side above this is a typo, not a model: 100000x100000 would exhaust memory.
+MAX_IMAGE_SIDE = 2048
+
+
+def max_pixels_limit() -> int:
+    """The pixel limit in force: EDGECLF_MAX_PIXELS when set, else ``MAX_PIXELS``."""
+    raw = os.environ.get("EDGECLF_MAX_PIXELS")
+    if raw is None or not raw.strip():
+        return MAX_PIXELS
+    try:
+        value = int(raw.strip().replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"EDGECLF_MAX_PIXELS must be a whole number of pixels, e.g. 400000000; got {raw!r}")
+    return value
+
+
+def _let_pillow_reach(limit: int) -> None:
+    # Pillow refuses images over twice its own MAX_IMAGE_PIXELS (about 179 megapixels) before
+    # edgeclf's check could run; lift it to edgeclf's limit, which is then the one that counts.
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < limit:
+        Image.MAX_IMAGE_PIXELS = limit
 
 # Truncated files are errors, never silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -58,6 +82,9 @@ def image_size_arg(size) -> tuple[int, int]:
             raise UsageError(f"image size must be an integer or (height, width); got {size!r}") from None
     if h <= 0 or w <= 0:
         raise UsageError(f"image size must be positive; got {h}x{w}")
+    if h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE:
+        raise UsageError(f"image size {h}x{w} is over {MAX_IMAGE_SIDE} pixels a side; models take a few hundred "
+                         "(224 is typical)")
     return h, w
 
 
@@ -67,7 +94,10 @@ def is_image_file(path: Union[str, os.PathLike]) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _open(path: Path, max_pixels: int, draft_to: tuple[int, int] | None) -> Image.Image:
+def _open(path: Path, max_pixels: int | None, draft_to: tuple[int, int] | None) -> Image.Image:
+    if max_pixels is None:
+        max_pixels = max_pixels_limit()
+    _let_pillow_reach(max_pixels)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -175,9 +205,11 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     raise ImageError(None, f"an image array must be HxW, HxWx1, HxWx3 or HxWx4; got shape {arr.shape}")
 
 
-def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS,
+def open_image(source: ImageSource, *, max_pixels: int | None = None,
                draft_to: tuple[int, int] | None = None) -> Image.Image:
     """Decode ``source`` into an upright RGB Pillow image, or raise ImageError."""
+    if max_pixels is None:
+        max_pixels = max_pixels_limit()
     if isinstance(source, np.ndarray):
         img = _from_array(source)
     elif isinstance(source, Image.Image):
@@ -208,14 +240,15 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS,
 
 
 def load_image(source: ImageSource, size, *, resize_method: Union[str, ResizeMethod] = ResizeMethod.BILINEAR,
-               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+               max_pixels: int | None = None) -> np.ndarray:
     """Decode, orient, convert to RGB and resize one image to ``size``.
 
     Args:
         source: a file path, a PIL image, or a uint8 array (HxW, HxWx3 or HxWx4).
         size: the model's input size, ``180`` or ``(height, width)``.
         resize_method: one of ``ResizeMethod`` (default bilinear).
-        max_pixels: images with more pixels are refused as likely decompression bombs.
+        max_pixels: images with more pixels are refused as likely decompression bombs
+            (default: EDGECLF_MAX_PIXELS, else ``MAX_PIXELS``).
 
     Returns:
         A C-contiguous ``uint8`` array of shape ``(height, width, 3)``, RGB, values 0..255.

@@ -2,13 +2,17 @@
 and compare its probabilities with the recorded ones, within the recorded tolerance.
 
 ``golden.npz`` (written by ``edgeclf export``) holds ``images`` (uint8 N,H,W,3) and, for each
-exported file basename F, ``probs::F`` (float32 N,C, as the runtime computes them) and
-``atol::F`` (float64 scalar). Neither TensorFlow nor the dataset is needed.
+exported file basename F, ``probs::F`` (float32 N,C, as the runtime computes them),
+``atol::F`` (float64 scalar) and ``sha256::F`` (the file's sha256, hex). A model is matched to
+its entry by its content (sha256), so a renamed file still verifies; by name only for golden
+files without hashes. Neither TensorFlow nor the dataset is needed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,10 +21,12 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import DataError
+from .backend import first_line, read_model_bytes
 from .classifier import Classifier, load_classifier
 
 PROBS = "probs::"
 ATOL = "atol::"
+SHA256 = "sha256::"
 
 
 @dataclass(frozen=True)
@@ -54,22 +60,82 @@ class GoldenReport:
         return d
 
 
+# A golden file holds a few small images; anything this large is not one.
+MAX_GOLDEN_BYTES = 1 << 30
+
+
 def load_golden(path) -> dict[str, np.ndarray]:
     """The arrays of a golden file, or a DataError saying what is wrong with it."""
     p = Path(path)
     try:
-        with np.load(p, allow_pickle=False) as z:
+        st = p.stat()
+    except FileNotFoundError:
+        raise DataError(f"golden file not found: {p}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read golden file {p} ({exc.strerror or exc})") from None
+    if p.is_dir():
+        raise DataError(f"{p} is a directory; give the golden.npz file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{p} is not a regular file (a pipe, device or socket); give the golden.npz file")
+    if st.st_size > MAX_GOLDEN_BYTES:
+        raise DataError(f"{p}: {st.st_size:,} bytes is too large for a golden file; give the golden.npz "
+                        "written by edgeclf export")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{p}: a single .npy array, not a golden .npz archive; give the golden.npz written "
+                            "by edgeclf export")
+        with loaded as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"golden file not found: {p}") from None
     except IsADirectoryError:
         raise DataError(f"{p} is a directory; give the golden.npz file inside it") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{p}: not a readable golden .npz file ({exc}); copy it again from the export "
-                        "directory") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RecursionError) as exc:
+        raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
+                        "export directory") from None
     if "images" not in arrays:
         raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
+    images = arrays["images"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"{p}: 'images' is {images.dtype} {list(images.shape)}, not uint8 (N, H, W, 3); "
+                        "copy the golden file again from the export directory")
+    if len(images) == 0:
+        raise DataError(f"{p}: holds no golden images, so it proves nothing; export the model again with "
+                        "validation or calibration data")
     return arrays
+
+
+def _entry_for(clf: Classifier, arrays: dict, golden) -> tuple[str, str]:
+    """The golden entry name for ``clf``'s file and how it was found ("sha256" or "name")."""
+    digest = _sha256(clf.path)
+    for key, value in arrays.items():
+        if key.startswith(SHA256) and value.dtype.kind == "U" and value.shape == () and str(value) == digest:
+            return key[len(SHA256):], "sha256"
+    name = clf.path.name
+    if PROBS + name in arrays:
+        return name, "name"
+    have = sorted(k[len(PROBS):] for k in arrays if k.startswith(PROBS))
+    listed = ", ".join(have) if have else "none"
+    raise DataError(f"{golden}: no golden entry for {name} (by content or by name; it has entries for: {listed}); "
+                    "use the golden.npz written with this model")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(read_model_bytes(path)).hexdigest()
+
+
+def _atol(arrays: dict, name: str, golden) -> float:
+    raw = arrays.get(ATOL + name, np.float64(1e-4))
+    if not isinstance(raw, np.ndarray) or raw.shape != () or raw.dtype.kind not in "fiu":
+        raise DataError(f"{golden}: the tolerance recorded for {name} is not one number "
+                        f"({getattr(raw, 'dtype', type(raw))} {list(getattr(raw, 'shape', []))}); "
+                        "copy the golden file again from the export directory")
+    atol = float(raw)
+    if not np.isfinite(atol) or atol < 0:
+        raise DataError(f"{golden}: the tolerance recorded for {name} is {atol}, not a finite number >= 0; "
+                        "copy the golden file again from the export directory")
+    return atol
 
 
 def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads: Optional[int] = None,
@@ -90,15 +156,14 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     """
     clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
     arrays = load_golden(golden)
-    name = clf.path.name
-    if PROBS + name not in arrays:
-        have = sorted(k[len(PROBS):] for k in arrays if k.startswith(PROBS))
-        listed = ", ".join(have) if have else "none"
-        raise DataError(f"{golden}: no golden entry for {name} (it has entries for: {listed}); use the "
-                        "golden.npz written with this model, or keep the file's exported name")
+    name, _ = _entry_for(clf, arrays, golden)
     images = arrays["images"]
-    expected = np.asarray(arrays[PROBS + name], np.float32)
-    atol = float(arrays.get(ATOL + name, np.float64(1e-4)))
+    recorded = arrays[PROBS + name]
+    if recorded.dtype.kind != "f":
+        raise DataError(f"{golden}: recorded probabilities for {name} are {recorded.dtype}, not numbers; "
+                        "copy the golden file again from the export directory")
+    expected = np.asarray(recorded, np.float32)
+    atol = _atol(arrays, name, golden)
     h, w = clf.input_size
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (h, w, 3):
         raise DataError(f"{golden}: images are {images.dtype} {images.shape} but {name} takes uint8 "
@@ -106,6 +171,9 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     if expected.shape != (images.shape[0], len(clf.labels)):
         raise DataError(f"{golden}: recorded probabilities for {name} have shape {expected.shape}, "
                         f"expected ({images.shape[0]}, {len(clf.labels)})")
+    if not np.all(np.isfinite(expected)):
+        raise DataError(f"{golden}: recorded probabilities for {name} hold NaN or infinity; "
+                        "copy the golden file again from the export directory")
     got = clf.predict_proba(images)
     diff = np.abs(got.astype(np.float64) - expected)
     per_image = diff.max(axis=1) if diff.size else np.zeros(len(images))

@@ -487,7 +487,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
     from . import plots
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, what="training run") as tmp:
         run = RunDir(tmp)
         infer.save(run.model_path)
         write_json(run.file(RunDir.SPEC), spec.to_dict())
