@@ -193,7 +193,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  precisions: Optional[Sequence[str]] = None, io: Optional[str] = None,
                  labels=None, data=None, calibration=None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
-                 seed: Optional[int] = None, overwrite: bool = False) -> ExportReport:
+                 seed: Optional[int] = None, overwrite: bool = False, keep_logits: bool = False) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -214,6 +214,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         qat_epochs: fine-tuning epochs for QAT.
         seed: seed of the calibration sample and splits (default: the run's seed, else 123).
         overwrite: replace an existing ``out``.
+        keep_logits: export a logits model as it is; by default a Softmax is appended, so
+            the files give probabilities (phone clients show the output as 0..1 scores).
 
     Returns:
         An ``ExportReport``.
@@ -254,6 +256,12 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
 
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
+    if not keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
+        from dataclasses import replace
+
+        from .heads import with_probability_head
+
+        src = replace(src, **dict(zip(("model", "output_kind"), with_probability_head(src.model, src.output_kind))))
     seed = src.seed
     bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
