@@ -243,6 +243,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             raise UsageError(f"unknown --io {io!r}; choose from: {', '.join(t.value for t in IOType)}") from None
     else:
         io_type = IOType.UINT8
+    if io_type is IOType.INT8:
+        info("Note: --io int8 files do not load in MediaPipe Tasks or the TFLite Task Library (they take "
+             "uint8 or float32 input and output); keep the default --io uint8 for files meant for apps")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not overwrite:
