@@ -24,6 +24,7 @@ METADATA_KEY = "edgeclf"
 _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos")  # preprocess.ResizeMethod
 FORMAT_VERSION = 1
 TFLITE_IDENTIFIER = b"TFL3"
+ORT_IDENTIFIER = b"ORTM"
 
 
 class OutputKind(str, Enum):
@@ -147,9 +148,11 @@ class ModelMetadata:
 
 
 def sniff_format(data: bytes) -> Optional[str]:
-    """'tflite' or 'onnx' judged by content, not by name; None when neither."""
+    """'tflite', 'onnx' or 'ort' judged by content, not by name; None when none of them."""
     if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
         return "tflite"
+    if len(data) >= 8 and data[4:8] == ORT_IDENTIFIER:  # ORT format: a flatbuffer too
+        return "ort"
     # An ONNX ModelProto starts with field 1 (ir_version, varint) = tag 0x08, or rarely
     # another low field; protobuf has no magic, so check the ir_version tag and range.
     if len(data) >= 2 and data[0] == 0x08 and 1 <= data[1] <= 20:
