@@ -118,6 +118,25 @@ def test_mediapipe_loads_a_fixture_with_standard_metadata(tmp_path):
         assert sorted(c[1] for c in result) == sorted(META.labels)
 
 
+def test_mediapipe_reads_a_sigmoid_model_as_the_probability_of_its_second_label(tmp_path):
+    from edgeclf.export.metadata import embed_tflite_metadata
+    from edgeclf.runtime import load_classifier
+
+    src = FIXTURES / "binary_float32.tflite"
+    meta = read_tflite_metadata(src.read_bytes())
+    assert meta.output_kind is OutputKind.SIGMOID
+    path = tmp_path / "binary.tflite"
+    path.write_bytes(embed_tflite_metadata(src.read_bytes(), meta))
+    images = sorted((FIXTURES / "images").iterdir())
+    out = mediapipe_classify([path], images)[path.name]
+    assert "error" not in out, out.get("error")
+    ours = load_classifier(path).predict([str(p) for p in images])
+    for img, cats, pred in zip(images, out["results"], ours):
+        assert [c[1] for c in cats] == [meta.labels[1]], f"{img.name}: {cats}"
+        p_second = pred.probabilities[1]
+        assert abs(cats[0][2] - p_second) < 1e-5, f"{img.name}: MediaPipe {cats[0][2]}, edgeclf {p_second}"
+
+
 def test_ort_format_files_load_and_predict_like_the_onnx(tmp_path):
     from edgeclf.export.ort_mobile import OrtStyle, convert_to_ort
     from edgeclf.runtime import load_classifier
