@@ -38,7 +38,7 @@ def mediapipe_python() -> str:
         if not Path(exe).is_file():
             pytest.fail(f"EDGECLF_MEDIAPIPE_PYTHON={exe} does not exist")
         return exe
-    probe = subprocess.run([sys.executable, "-c", "import mediapipe.tasks.python.vision"], capture_output=True)
+    probe = subprocess.run([sys.executable, "-c", "from mediapipe.tasks.python import vision"], capture_output=True)
     if probe.returncode == 0:
         return sys.executable
     pytest.fail("MediaPipe is not installed: make a venv with `python -m venv mpvenv && mpvenv/bin/pip install "
