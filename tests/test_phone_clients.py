@@ -102,15 +102,20 @@ def test_tflite_buffers_stay_aligned_after_embedding():
 
 def test_mediapipe_loads_a_fixture_with_standard_metadata(tmp_path):
     from edgeclf.export.metadata import embed_tflite_metadata
+    from edgeclf.export.std_metadata import ModelCard
 
     path = tmp_path / "colour_int8.tflite"
     # The fixture gives logits; its metadata says so. MediaPipe only needs the standard entry.
-    path.write_bytes(embed_tflite_metadata((FIXTURES / "colour_nometa.tflite").read_bytes(), META))
+    card = ModelCard(version="2.1", author="Ann Example", license="Apache-2.0")
+    path.write_bytes(embed_tflite_metadata((FIXTURES / "colour_nometa.tflite").read_bytes(), META, card=card))
     images = sorted((FIXTURES / "images").glob("*.png"))
     out = mediapipe_classify([path], images)[path.name]
     assert "error" not in out, out.get("error")
     md = out["metadata"]
     assert md["identifier_ok"] and md["min_parser_version"] == "1.0.0"
+    assert (md["name"], md["version"], md["author"], md["license"]) == ("colour", "2.1", "Ann Example", "Apache-2.0")
+    assert "red, green, blue" in md["description"], md["description"]
+    assert md["input"]["stats"] == [[0.0], [255.0]] and md["output"]["stats"] == [[0.0], [1.0]]
     assert md["input"]["normalization"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
     assert md["input"]["image"] == {"color_space": 1, "width": 32, "height": 32}
     assert md["output"]["files"] == [["labels.txt", md["output"]["axis_labels_type"]]]

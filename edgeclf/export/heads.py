@@ -46,7 +46,13 @@ def with_probability_head(model, output_kind: OutputKind):
         return keras.Model(inputs if len(inputs) > 1 else inputs[0], probs, name=model.name), \
             OutputKind.PROBABILITIES
     # A subclassed model has no graph to extend: call it inside a new one.
-    shape = tuple(model.input_shape[1:])
+    try:
+        shape = tuple(model.input_shape[1:])
+    except (AttributeError, TypeError, ValueError):
+        from ..errors import ExportError
+
+        raise ExportError(f"cannot append a softmax to the model {getattr(model, 'name', '')!r} (its input shape "
+                          "is unknown); export it with --keep-logits") from None
     inp = keras.Input(shape=shape, name="image")
     probs = keras.layers.Softmax(name=name)(model(inp))
     return keras.Model(inp, probs, name=model.name), OutputKind.PROBABILITIES
