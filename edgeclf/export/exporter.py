@@ -264,7 +264,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
 
         from .heads import with_probability_head
 
-        src = replace(src, **dict(zip(("model", "output_kind"), with_probability_head(src.model, src.output_kind))))
+        head_model, head_kind = with_probability_head(src.model, src.output_kind)
+        src = replace(src, model=head_model, output_kind=head_kind)
     seed = src.seed
     bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
