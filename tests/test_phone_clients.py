@@ -196,7 +196,7 @@ def test_fixed_batch_makes_the_float_onnx_mobile_ready():
     import onnx
 
     from edgeclf.errors import UsageError
-    from edgeclf.export.ort_mobile import check_mobile_usability, fix_batch, onnx_batch
+    from edgeclf.export.ort_mobile import check_mobile_usability, fix_batch, mobile_table, onnx_batch
 
     data = (FIXTURES / "colour_float32.onnx").read_bytes()
     before = check_mobile_usability(data, name="colour_float32.onnx")
@@ -207,6 +207,9 @@ def test_fixed_batch_makes_the_float_onnx_mobile_ready():
     assert after.fixed_shapes and after.nnapi == "yes" and after.coreml == "yes", after
     assert after.nnapi_nodes == after.nodes, after
     assert after.to_dict()["providers"] == ["NNAPI", "CoreML"]
+    table = mobile_table([before, after]).splitlines()
+    assert table[0].split() == ["file", "fixed", "shapes", "NNAPI", "CoreML"]
+    assert table[2].split()[:2] == ["colour_float32.onnx", "no"] and table[3].split()[1:3] == ["yes", "yes"], table
     with pytest.raises(UsageError, match="fixed at 1"):
         fix_batch(proto, 4)
     with pytest.raises(UsageError, match="--batch"):

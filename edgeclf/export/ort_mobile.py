@@ -171,3 +171,12 @@ def check_mobile_usability(onnx_bytes: bytes, *, name: str = "model.onnx") -> Mo
         coreml=verdict(ml), coreml_nodes=int(ml.num_supported_nodes),
         coreml_neuralnetwork=verdict(nn), coreml_neuralnetwork_nodes=int(nn.num_supported_nodes),
     )
+
+
+def mobile_table(results) -> str:
+    """The terminal table of ``MobileUsability`` results: verdict and nodes covered per provider."""
+    from .._term import format_table
+
+    rows = [[u.file, "yes" if u.fixed_shapes else "no", f"{u.nnapi} ({u.nnapi_nodes}/{u.nodes})",
+             f"{u.coreml} ({u.coreml_nodes}/{u.nodes})"] for u in results]
+    return format_table(["file", "fixed shapes", "NNAPI", "CoreML"], rows)
