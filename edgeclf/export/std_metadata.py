@@ -167,11 +167,15 @@ def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = Non
 
 
 def append_associated_files(model_bytes: bytes, files: dict[str, bytes]) -> bytes:
-    """``model_bytes`` with ``files`` zipped onto its end, as the metadata populator does
-    (stored, not deflated; offsets relative to the start of the zip)."""
+    """``model_bytes`` with ``files`` zipped onto its end, byte for byte as the metadata
+    populator does it (stored, not deflated; offsets counted from the start of the model).
+
+    Mode ``"w"`` from the end of the model, not the populator's ``"a"``: ``"a"`` first looks
+    for a zip directory in the last 64 KB, and weights can hold bytes that look like one.
+    """
     buf = io.BytesIO()
     buf.write(model_bytes)
-    with zipfile.ZipFile(buf, "a") as zf:
+    with zipfile.ZipFile(buf, "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data, compress_type=zipfile.ZIP_STORED)
     return buf.getvalue()
