@@ -352,3 +352,15 @@ def test_keep_logits_exports_the_model_as_it_is(exported):
     assert report.output_kind == "logits"
     meta = read_tflite_metadata((out.parent / "logits" / "model_float32.tflite").read_bytes())
     assert meta.output_kind is OutputKind.LOGITS
+
+
+@pytest.mark.slow
+def test_int8_io_is_still_exported_with_a_note_that_apps_need_uint8(exported, capfd):
+    from edgeclf.export.exporter import export_model
+
+    out, _, images = exported
+    dest = out.parent / "int8io"
+    export_model(out.parent / "run", dest, formats=["tflite"], precisions=["int8"], io="int8")
+    assert "MediaPipe" in capfd.readouterr().err
+    got = mediapipe_classify([dest / "model_int8.tflite"], images[:1])["model_int8.tflite"]
+    assert "uint8/float32" in got.get("error", ""), f"MediaPipe now takes int8 input: update the note ({got})"
