@@ -17,7 +17,6 @@ import sys
 
 def read_standard_metadata(path):
     """The TFLITE_METADATA flatbuffer, read with the generated schema code MediaPipe ships."""
-    import flatbuffers  # noqa: F401  (the generated code needs it)
     from mediapipe.tasks.metadata import metadata_schema_py_generated as md
 
     from_model = _metadata_buffer(open(path, "rb").read())

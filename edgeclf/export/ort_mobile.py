@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -145,8 +144,6 @@ def check_mobile_usability(onnx_bytes: bytes, *, name: str = "model.onnx") -> Mo
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, is_fixed_size_tensor, optimize_model
 
-    quiet = logging.getLogger("edgeclf.ort_mobile")
-    quiet.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="edgeclf-ortcheck-") as tmp:
         src, opt = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
         src.write_bytes(onnx_bytes)
