@@ -50,7 +50,9 @@ def read_standard_metadata(path):
         "input": {"normalization": norm, "image": props,
                   "stats": [inp.Stats().MinAsNumpy().tolist(), inp.Stats().MaxAsNumpy().tolist()]},
         "output": {"files": files, "axis_labels_type": md.AssociatedFileType.TENSOR_AXIS_LABELS,
-                   "stats": [out.Stats().MinAsNumpy().tolist(), out.Stats().MaxAsNumpy().tolist()]},
+                   "description": text(out.Description()),
+                   "stats": [out.Stats().MinAsNumpy().tolist(), out.Stats().MaxAsNumpy().tolist()]
+                   if out.Stats() is not None else None},
     }
 
 

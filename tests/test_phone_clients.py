@@ -115,7 +115,8 @@ def test_mediapipe_loads_a_fixture_with_standard_metadata(tmp_path):
     assert md["identifier_ok"] and md["min_parser_version"] == "1.0.0"
     assert (md["name"], md["version"], md["author"], md["license"]) == ("colour", "2.1", "Ann Example", "Apache-2.0")
     assert "red, green, blue" in md["description"], md["description"]
-    assert md["input"]["stats"] == [[0.0], [255.0]] and md["output"]["stats"] == [[0.0], [1.0]]
+    assert md["input"]["stats"] == [[0.0], [255.0]] and md["output"]["stats"] is None, "logits: no 0..1 range"
+    assert "Logits of the 3 labels" in md["output"]["description"]
     assert md["input"]["normalization"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
     assert md["input"]["image"] == {"color_space": 1, "width": 32, "height": 32}
     assert md["output"]["files"] == [["labels.txt", md["output"]["axis_labels_type"]]]
@@ -280,6 +281,7 @@ def test_mediapipe_image_classifier_runs_every_exported_tflite(exported):
         got = answers[name]
         assert "error" not in got, f"{name}: MediaPipe refused it: {got.get('error')}"
         assert got["metadata"]["input"]["normalization"] == {"mean": [0.0] * 3, "std": [1.0] * 3}, name
+        assert got["metadata"]["output"]["stats"] == [[0.0], [1.0]], name
         ours = load_classifier(out / name).predict([str(p) for p in images])
         for img, cats, pred in zip(images, got["results"], ours):
             assert sorted(c[1] for c in cats) == sorted(LABELS), f"{name} {img.name}: categories {cats}"

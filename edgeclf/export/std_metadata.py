@@ -75,8 +75,8 @@ def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = Non
 
     Input: RGB image properties with the model's size, normalisation mean 0 / std 1 (every
     edgeclf file takes raw 0..255 pixels, float or uint8; a client that applies
-    ``(x - mean) / std`` then passes them unchanged) and stats 0..255. Output: stats 0..1 and
-    the labels as the associated file ``labels.txt``.
+    ``(x - mean) / std`` then passes them unchanged) and stats 0..255. Output: stats 0..1
+    (none for a logits model) and the labels as the associated file ``labels.txt``.
     """
     import flatbuffers
 
@@ -137,12 +137,18 @@ def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = Non
     b.StartObject(0)
     features = b.EndObject()  # FeatureProperties: an empty table
     out_content = table([(0, "u8", _FEATURE_PROPERTIES), (1, "off", features)])
-    out_stats = stats([0.0], [1.0])
-    out_name = string("probability")
-    out_desc = string(f"Probability of '{meta.labels[1]}' (else '{meta.labels[0]}')" if sigmoid
-                      else f"Probabilities of the {meta.num_classes} labels")
-    out_tensor = table([(0, "off", out_name), (1, "off", out_desc), (3, "off", out_content),
-                        (5, "off", out_stats), (6, "off", files)])
+    if meta.output_kind is OutputKind.LOGITS:  # exported with keep_logits: no 0..1 range to promise
+        out_name = string("logits")
+        out_desc = string(f"Logits of the {meta.num_classes} labels (softmax gives probabilities)")
+        out_tensor = table([(0, "off", out_name), (1, "off", out_desc), (3, "off", out_content),
+                            (6, "off", files)])
+    else:
+        out_stats = stats([0.0], [1.0])
+        out_name = string("probability")
+        out_desc = string(f"Probability of '{meta.labels[1]}' (else '{meta.labels[0]}')" if sigmoid
+                          else f"Probabilities of the {meta.num_classes} labels")
+        out_tensor = table([(0, "off", out_name), (1, "off", out_desc), (3, "off", out_content),
+                            (5, "off", out_stats), (6, "off", files)])
 
     # --- subgraph and model ---
     inputs, outputs = offsets([in_tensor]), offsets([out_tensor])
