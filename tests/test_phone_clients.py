@@ -224,7 +224,9 @@ def test_fixed_batch_makes_the_float_onnx_mobile_ready():
 def keras():
     from edgeclf._optional import import_keras
 
-    return import_keras()
+    keras = import_keras()
+    yield keras
+    keras.backend.clear_session()  # layer-name counters: later modules expect "rescaling", not "rescaling_3"
 
 
 @pytest.fixture(scope="module")
