@@ -60,11 +60,10 @@ def show_progress_on_stderr() -> None:
     if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
         LOGGER.addHandler(_StderrHandler())
     LOGGER.setLevel(logging.INFO)
-    LOGGER.propagate = False
 
 
 def _showing() -> bool:
-    return LOGGER.isEnabledFor(logging.INFO) and bool(LOGGER.handlers)
+    return LOGGER.isEnabledFor(logging.INFO) and any(isinstance(h, _StderrHandler) for h in LOGGER.handlers)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, align: str | None = None) -> str:

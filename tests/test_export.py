@@ -113,7 +113,7 @@ def test_metadata_round_trips_through_the_runtime(exported, run_dir):
         assert m.input_size == (SIZE, SIZE), name
         assert m.precision == name.split("_")[1].split(".")[0], name
         assert (m.layout, m.color_order, m.value_range, m.resize_method) == ("NHWC", "RGB", (0.0, 255.0), "bilinear")
-        assert m.output_kind.value == "logits", name
+        assert m.output_kind.value == "probabilities", name
         assert m.source_sha256 == sha, name
         assert m.edgeclf_version, name
 
@@ -152,7 +152,7 @@ def test_onnx_files_have_the_edgeclf_signature(exported):
         dims = inp.type.tensor_type.shape.dim
         assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3], name
         assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, name
-        assert [o.name for o in proto.graph.output] == ["logits"], name
+        assert [o.name for o in proto.graph.output] == ["probabilities"], name
         assert 13 <= max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 21
     qat = onnx.load(str(out / "model_qat.onnx"))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qat.graph.node}

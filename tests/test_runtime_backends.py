@@ -138,7 +138,7 @@ def test_threads_reach_the_engine(name):
 
 
 def test_backend_table_is_the_one_place_suffixes_live():
-    assert set(BACKENDS) == {".tflite", ".onnx"}
+    assert set(BACKENDS) == {".tflite", ".onnx", ".ort"}
 
 
 # ---- quantization arithmetic -------------------------------------------------------------

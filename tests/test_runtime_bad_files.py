@@ -31,8 +31,8 @@ CASES = {
     "bad_utf8_name.onnx": (ONNX.replace(b"image", b"\xe3\x28age", 1), ["ONNX Runtime cannot load"]),
     "onnx_renamed.tflite": (ONNX, ["this is an ONNX model named .tflite", "rename it to onnx_renamed.onnx"]),
     "tflite_renamed.onnx": (TFLITE, ["this is a TFLite model named .onnx", "rename it to tflite_renamed.tflite"]),
-    "model.pb": (TFLITE, ["unknown model file type '.pb'", ".onnx, .tflite"]),
-    "model": (TFLITE, ["unknown model file type", ".onnx, .tflite"]),
+    "model.pb": (TFLITE, ["unknown model file type '.pb'", ".onnx, .ort, .tflite"]),
+    "model": (TFLITE, ["unknown model file type", ".onnx, .ort, .tflite"]),
 }
 
 

@@ -13,7 +13,8 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--out", "out", required=True, type=click.Path(path_type=str),
               help="Folder to write (model_<precision>.tflite/.onnx, export.json, golden.npz).")
 @click.option("--format", "formats", multiple=True, metavar="|".join(choices(Format)),
-              help="Output format; repeat for several (default: tflite and onnx).")
+              help="Output format; repeat for several (default: tflite and onnx; ort = ONNX Runtime's own "
+                   "format for ORT Mobile).")
 @click.option("--precision", "precisions", multiple=True, metavar="P",
               help=f"One of {', '.join(choices(Precision))}; repeat for several (default: every supported one).")
 @click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
@@ -30,10 +31,19 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--batch", type=int, default=None, metavar="N",
+              help="Fixed batch size of the ONNX/ORT files (1 for phones: NNAPI and CoreML need fixed shapes). "
+                   "Default: any batch.")
+@click.option("--keep-logits", is_flag=True,
+              help="Keep a logits output as it is (default: append a softmax, so apps show 0..1 scores).")
+@click.option("--author", default="", help="Author, in the standard TFLite metadata apps read.")
+@click.option("--license", "license_", default="", help="Licence, in the standard TFLite metadata.")
+@click.option("--description", default=None, help="Model description in the standard TFLite metadata "
+                                                   "(default: made from the labels and precision).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only a folder edgeclf made).")
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, overwrite, json_out):
+               labels, seed, batch, keep_logits, author, license_, description, overwrite, json_out):
     """Convert a trained classifier (a run directory, or a .keras/.h5/SavedModel with
     --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
     against the Keras model with the TensorFlow-free runtime.
@@ -43,19 +53,26 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
       edgeclf export runs/cnn --out export/cnn
       edgeclf export runs/cnn --out export/cnn --format tflite --precision int8 --io int8
       edgeclf export my_model.keras --labels labels.txt --data photos/ --out export/mine
+      edgeclf export runs/cnn --out export/phone --format tflite --format ort --batch 1
     """
     from .._optional import ensure_installed
     from ..export.exporter import export_model
+    from ..export.std_metadata import ModelCard
 
     ensure_installed("tensorflow", "tf_keras", "tf2onnx", "onnx", purpose="export")
     report = export_model(
         source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
-        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite,
+        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, keep_logits=keep_logits, batch=batch,
+        card=ModelCard(description=description, author=author, license=license_),
     )
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
         click.echo(report.table())
+        mobile = report.mobile_table()
+        if mobile:
+            click.echo("\nORT Mobile: which execution providers can run each ONNX/ORT file (ORT's own check)")
+            click.echo(mobile)
 
 
 COMMANDS: list[click.Command] = [export_cmd]

@@ -17,8 +17,8 @@ from ..runtime import metrics
 from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
 from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, FLOAT32_MAX_ABS_DIFF, GOLDEN_ATOL, GOLDEN_IMAGES,
-                            NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec, OutputKind,
-                            Precision, parse_enum)
+                            DEFAULT_FORMATS, NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec,
+                            OutputKind, Precision, parse_enum)
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .golden import write_golden
 
@@ -40,6 +40,7 @@ class ExportedFile:
     golden_atol: float
     size_vs_float32: Optional[float] = None
     seconds: float = 0.0
+    mobile: Optional[dict] = None  # ONNX/ORT: ORT's mobile usability verdicts (NNAPI, CoreML)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +79,14 @@ class ExportReport:
                 return f
         raise KeyError(name)
 
+    def mobile_table(self) -> str:
+        """ORT's mobile usability verdicts of the ONNX and ORT files ('' when there are none)."""
+        from .ort_mobile import MobileUsability, mobile_table
+
+        found = [MobileUsability(**{k: v for k, v in f.mobile.items() if k != "providers"})
+                 for f in self.files if f.mobile is not None]
+        return mobile_table(found) if found else ""
+
     def table(self) -> str:
         """The terminal summary: file, precision, size, size vs float32, agreement, accuracy."""
         rows = []
@@ -114,7 +123,7 @@ def plan_jobs(formats=None, precisions=None, *, has_calibration: bool = True,
 
     Explicitly asked-for pairs that cannot be made raise UsageError naming the supported ones.
     """
-    fmts = _parse_all(Format, formats, name="format") or tuple(Format)
+    fmts = _parse_all(Format, formats, name="format") or DEFAULT_FORMATS
     precs = _parse_all(Precision, precisions, name="precision")
     explicit_formats = bool(formats)
     jobs = []
@@ -165,7 +174,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  precisions: Optional[Sequence[str]] = None, io: Optional[str] = None,
                  labels=None, data=None, calibration=None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
-                 seed: Optional[int] = None, overwrite: bool = False) -> ExportReport:
+                 seed: Optional[int] = None, overwrite: bool = False, keep_logits: bool = False,
+                 batch: Optional[int] = None, card=None) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -186,6 +196,12 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         qat_epochs: fine-tuning epochs for QAT.
         seed: seed of the calibration sample and splits (default: the run's seed, else 123).
         overwrite: replace an existing ``out``.
+        keep_logits: export a logits model as it is; by default a Softmax is appended, so
+            the files give probabilities (phone clients show the output as 0..1 scores).
+        batch: a fixed batch size for the ONNX and ORT files (1 for a phone: NNAPI and CoreML
+            need fixed shapes); default: any batch.
+        card: an ``std_metadata.ModelCard`` (name, description, version, author, licence)
+            for the standard TFLite metadata.
 
     Returns:
         An ``ExportReport``.
@@ -206,7 +222,12 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         raise OptionError("calibration_size", f"must be at least 1, not {calibration_size}")
     if qat_epochs < 0:
         raise OptionError("qat_epochs", f"must be 0 or more, not {qat_epochs}")
+    if batch is not None and not 1 <= batch <= 4096:
+        raise OptionError("batch", f"must be a batch size from 1 to 4096; got {batch}")
     io_type = IOType.UINT8 if io is None else parse_enum(IOType, io, name="--io type")
+    if io_type is IOType.INT8:
+        info("Note: --io int8 files do not load in MediaPipe Tasks or the TFLite Task Library (they take "
+             "uint8 or float32 input and output); keep the default --io uint8 for files meant for apps")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not overwrite:
@@ -220,6 +241,13 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
 
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
+    if not keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
+        from dataclasses import replace
+
+        from .heads import with_probability_head
+
+        head_model, head_kind = with_probability_head(src.model, src.output_kind)
+        src = replace(src, model=head_model, output_kind=head_kind)
     seed = src.seed
     bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
@@ -296,8 +324,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                     if cal is not None and _needs_calibration(Format(fmt), prec):
                         extra["calibration_images"] = len(cal)
                     file_meta = meta.with_(precision=prec.value, extra=extra)
-                    data_bytes = _convert(fmt, prec, model, qat_model, src.output_kind, cal, io_type, file_meta,
-                                          cache)
+                    data_bytes, mobile = _convert(fmt, prec, model, qat_model, src.output_kind, cal, io_type,
+                                                  file_meta, cache, batch=batch, card=card, name=name)
                     write_bytes(path, data_bytes)
                     probs = _runtime_probabilities(path, check.images)
                     _check_file(name, prec, probs, keras_probs)
@@ -326,7 +354,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                 files.append(ExportedFile(
                     file=name, format=fmt, precision=prec.value, size_bytes=size_b, sha256=file_sha256(path),
                     agreement=agreement, accuracy=acc, max_abs_diff=max_diff, golden_atol=atol,
-                    size_vs_float32=ratio, seconds=round(secs, 2)))
+                    size_vs_float32=ratio, seconds=round(secs, 2),
+                    mobile=None if mobile is None else mobile.to_dict()))
                 acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
                 info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
                      f"({secs:.1f}s)")
@@ -364,32 +393,47 @@ def _run_qat(src, *, seed: int, epochs: int, bank: ImageBank):
                        "float_layers": list(res.left_float), "history": res.history}
 
 
-def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict) -> bytes:
+def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict, *, batch=None, card=None,
+             name: str = ""):
+    """The file's bytes, and for ONNX/ORT files ORT's mobile usability verdicts (else None)."""
     cal_images = cal.images if cal is not None else None
-    if fmt == "tflite":
+    if fmt == Format.TFLITE.value:
         from .metadata import embed_tflite_metadata
         from .tflite import convert_tflite
 
         keras_model = qat_model if prec is Precision.QAT else model
         raw = convert_tflite(keras_model, prec, calibration=cal_images, io=io_type)
-        return embed_tflite_metadata(raw, meta)
+        return embed_tflite_metadata(raw, meta, card=card), None
     from .metadata import embed_onnx_metadata
     from .onnx_export import convert_onnx, quantize_onnx
+    from .ort_mobile import check_mobile_usability, convert_to_ort, fix_batch
 
-    if prec is Precision.QAT:
-        from .onnx_export import store_qat_weights_as_int8
+    key = f"onnx_{prec.value}"
+    if key not in cache:  # the .onnx and .ort files of a precision share one conversion
+        if prec is Precision.QAT:
+            from .onnx_export import store_qat_weights_as_int8
 
-        proto = store_qat_weights_as_int8(convert_onnx(qat_model, output_kind=kind))
-    else:
-        if "onnx_float32" not in cache:  # tf2onnx once; the quantizers start from the float file
-            cache["onnx_float32"] = convert_onnx(model, output_kind=kind).SerializeToString()
-        from .._optional import require
+            proto = store_qat_weights_as_int8(convert_onnx(qat_model, output_kind=kind))
+        else:
+            if "onnx_float32" not in cache:  # tf2onnx once; the quantizers start from the float file
+                cache["onnx_float32"] = convert_onnx(model, output_kind=kind).SerializeToString()
+            from .._optional import require
 
-        proto = require("onnx").load_from_string(cache["onnx_float32"])
-        if prec in (Precision.INT8, Precision.DYNAMIC):
-            proto = quantize_onnx(proto, prec, calibration=cal_images)
+            proto = require("onnx").load_from_string(cache["onnx_float32"])
+            if prec in (Precision.INT8, Precision.DYNAMIC):
+                proto = quantize_onnx(proto, prec, calibration=cal_images)
+        cache[key] = proto.SerializeToString()
+    from .._optional import require
+
+    proto = require("onnx").load_from_string(cache[key])
+    if batch is not None:
+        proto = fix_batch(proto, batch)
     embed_onnx_metadata(proto, meta)
-    return proto.SerializeToString()
+    onnx_bytes = proto.SerializeToString()
+    mobile = check_mobile_usability(onnx_bytes, name=name)
+    if fmt == Format.ORT.value:
+        return convert_to_ort(onnx_bytes), mobile
+    return onnx_bytes, mobile
 
 
 def _check_file(name: str, prec: Precision, probs: np.ndarray, keras_probs: np.ndarray) -> None:

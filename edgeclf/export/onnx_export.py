@@ -73,6 +73,15 @@ def store_qat_weights_as_int8(proto):
     8-bit grid (symmetric, per output channel, -127..127), so the file is as large as the
     float one. Each such weight is rewritten as int8 values plus per-channel scales, checked
     to reproduce the float values; a weight that does not is left as it is.
+
+    The result is standard QDQ, so ONNX Runtime can save it as an ORT-format file with
+    runtime optimizations: a Conv or Gemm whose activation input comes, through ops that keep
+    the scale (MaxPool, Transpose, Reshape, ...), from a DequantizeLinear gets that
+    DequantizeLinear directly on its input and an int32 bias (scale = input scale x weight
+    scale, zero point 0, as TFLite stores it) with its own DequantizeLinear. Left with a
+    float bias, ORT's BiasQuantization pass inserts ``<conv>_bias_q``/``_bias_dq`` nodes
+    itself, and saving runtime optimizations fails on them ("The sum of input arg count is
+    not equal to size of input defs in node (..._bias_dq)").
     """
     onnx = _onnx()
     from onnx import helper, numpy_helper
@@ -111,8 +120,123 @@ def store_qat_weights_as_int8(proto):
         nodes = new_nodes + list(graph.node)  # weights first keeps the graph topologically sorted
         del graph.node[:]
         graph.node.extend(nodes)
+    _matmul_add_to_gemm(proto)
+    _quantize_biases(graph)
     onnx.checker.check_model(proto)
     return proto
+
+
+def _matmul_add_to_gemm(proto) -> None:
+    """MatMul (2-D input, DequantizeLinear weight) + Add (constant bias) as one Gemm, as
+    ORT's own quantizer leaves a Dense layer, so its bias can be quantized too."""
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    ranks = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input):
+            if v.type.tensor_type.HasField("shape"):
+                ranks[v.name] = len(v.type.tensor_type.shape.dim)
+    except Exception:  # no shapes, no fusion: the file stays as it is
+        return
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            users.setdefault(name, []).append(n)
+    drop, replace = set(), {}
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        mm_out, bias = (add.input[0], add.input[1]) if add.input[1] in inits else (add.input[1], add.input[0])
+        mm = producer.get(mm_out)
+        if (mm is None or mm.op_type != "MatMul" or bias not in inits or len(users.get(mm_out, [])) != 1
+                or ranks.get(mm.input[0]) != 2):
+            continue
+        wdq = producer.get(mm.input[1])
+        b = numpy_helper.to_array(inits[bias])
+        if wdq is None or wdq.op_type != "DequantizeLinear" or b.ndim != 1:
+            continue
+        drop.add(id(mm))
+        replace[id(add)] = helper.make_node("Gemm", [mm.input[0], mm.input[1], bias], list(add.output),
+                                            name=mm.name + "_gemm")
+    if not replace:
+        return
+    nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+_KEEPS_SCALE = ("MaxPool", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
+
+def _quantize_biases(graph) -> None:
+    """int32 biases behind DequantizeLinear for Conv/Gemm nodes with QDQ input and weight."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            users[name] = users.get(name, 0) + 1
+
+    def const(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    out = []
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in inits:
+            out.append(node)
+            continue
+        if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            out.append(node)
+            continue
+        wdq = producer.get(node.input[1])
+        src = producer.get(node.input[0])
+        while src is not None and src.op_type in _KEEPS_SCALE:
+            src = producer.get(src.input[0])
+        bias = const(node.input[2])
+        if (wdq is None or wdq.op_type != "DequantizeLinear" or src is None or src.op_type != "DequantizeLinear"
+                or bias is None or users.get(node.input[2], 0) != 1):
+            out.append(node)
+            continue
+        x_scale = const(src.input[1])
+        w_scale = const(wdq.input[1])
+        if x_scale is None or w_scale is None or x_scale.size != 1:
+            out.append(node)
+            continue
+        b_scale = (np.float32(x_scale.reshape(())) * w_scale.astype(np.float32)).reshape(-1)
+        b_scale = np.broadcast_to(b_scale, bias.shape).astype(np.float32)
+        qb = np.round(bias.astype(np.float64) / b_scale)
+        if np.abs(qb).max(initial=0) >= 2 ** 31 - 1 or not np.all(b_scale > 0):
+            out.append(node)
+            continue
+        base = node.input[2]
+        graph.initializer.remove(inits[base])
+        graph.initializer.extend([
+            numpy_helper.from_array(qb.astype(np.int32), base + "_int32"),
+            numpy_helper.from_array(b_scale, base + "_scale"),
+            numpy_helper.from_array(np.zeros(bias.shape, np.int32), base + "_zero_point"),
+        ])
+        out.append(helper.make_node("DequantizeLinear", [base + "_int32", base + "_scale", base + "_zero_point"],
+                                    [base], name=base + "_dequantize", axis=0))
+        if producer.get(node.input[0]) is not src:
+            # Q/DQ with the same scale right before the op: values already lie on that grid
+            # (the ops in between only move or pick them), so this changes no number.
+            x = node.input[0]
+            zp_name = src.input[2] if len(src.input) > 2 else None
+            q_in = [x, src.input[1]] + ([zp_name] if zp_name else [])
+            out.append(helper.make_node("QuantizeLinear", q_in, [x + "_q"], name=x + "_quantize"))
+            out.append(helper.make_node("DequantizeLinear", [x + "_q"] + q_in[1:], [x + "_dq"],
+                                        name=x + "_dequantize"))
+            node.input[0] = x + "_dq"
+        out.append(node)
+    del graph.node[:]
+    graph.node.extend(out)
 
 
 def _int8_grid(w: np.ndarray, axis: int):

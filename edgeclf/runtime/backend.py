@@ -25,10 +25,11 @@ from .metadata import ModelMetadata, sniff_format
 BACKENDS: dict[str, tuple[str, str]] = {
     ".tflite": ("tflite", "edgeclf.runtime.litert:LiteRTBackend"),
     ".onnx": ("onnx", "edgeclf.runtime.onnxrt:OnnxRuntimeBackend"),
+    ".ort": ("ort", "edgeclf.runtime.onnxrt:OnnxRuntimeBackend"),  # ORT format (ONNX Runtime Mobile)
 }
 
 _SUFFIX_OF = {fmt: suffix for suffix, (fmt, _) in BACKENDS.items()}
-_ENGINE_MODULES = {".tflite": "ai_edge_litert.interpreter", ".onnx": "onnxruntime"}
+_ENGINE_MODULES = {".tflite": "ai_edge_litert.interpreter", ".onnx": "onnxruntime", ".ort": "onnxruntime"}
 
 
 def import_engine(path) -> None:
@@ -40,7 +41,7 @@ def import_engine(path) -> None:
             importlib.import_module(module)
         except ImportError:
             pass  # the load that follows says which package to install
-_FORMAT_NAME = {"tflite": "a TFLite", "onnx": "an ONNX"}
+_FORMAT_NAME = {"tflite": "a TFLite", "onnx": "an ONNX", "ort": "an ORT-format"}
 
 
 class Backend(Protocol):

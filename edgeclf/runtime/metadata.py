@@ -21,15 +21,18 @@ from .spec import ModelSpec, OutputKind, Precision  # noqa: F401  (Precision: re
 
 METADATA_KEY = "edgeclf"
 TFLITE_IDENTIFIER = b"TFL3"
+ORT_IDENTIFIER = b"ORTM"
 
 # The model spec is defined in spec.py; a file's metadata is that spec, so both names work.
 ModelMetadata = ModelSpec
 
 
 def sniff_format(data: bytes) -> Optional[str]:
-    """'tflite' or 'onnx' judged by content, not by name; None when neither."""
+    """'tflite', 'onnx' or 'ort' judged by content, not by name; None when none of them."""
     if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
         return "tflite"
+    if len(data) >= 8 and data[4:8] == ORT_IDENTIFIER:  # ORT format: a flatbuffer too
+        return "ort"
     # An ONNX ModelProto starts with field 1 (ir_version, varint) = tag 0x08, or rarely
     # another low field; protobuf has no magic, so check the ir_version tag and range.
     if len(data) >= 2 and data[0] == 0x08 and 1 <= data[1] <= 20:

@@ -1,4 +1,4 @@
-"""ONNX files on ONNX Runtime (CPU execution provider).
+"""ONNX and ORT-format files on ONNX Runtime (CPU execution provider).
 
 A file whose batch dimension is symbolic runs the whole batch in one call; a file fixed at
 batch 1 runs image by image, and so does a dynamically quantized file: its
@@ -50,6 +50,7 @@ class OnnxRuntimeBackend:
     def __init__(self, path: Path, data: bytes, *, threads: int):
         self.path = Path(path)
         self.threads = threads
+        self.format = "ort" if data[4:8] == b"ORTM" else "onnx"  # ORT format loads the same way
         ort = require("onnxruntime", purpose="running ONNX files")
         self._errors = _engine_errors(ort)
         opts = ort.SessionOptions()

@@ -26,6 +26,11 @@ class Format(str, Enum):
 
     TFLITE = "tflite"
     ONNX = "onnx"
+    ORT = "ort"  # ONNX Runtime's own format, for ORT Mobile (made from the ONNX file)
+
+
+# What `edgeclf export` writes when no --format is given.
+DEFAULT_FORMATS = (Format.TFLITE, Format.ONNX)
 
 
 class Precision(str, Enum):
@@ -87,11 +92,13 @@ SUPPORTED_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
     Format.TFLITE: (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC, Precision.INT8,
                     Precision.INT16X8, Precision.QAT),
     Format.ONNX: (Precision.FLOAT32, Precision.DYNAMIC, Precision.INT8, Precision.QAT),
+    Format.ORT: (Precision.FLOAT32, Precision.DYNAMIC, Precision.INT8, Precision.QAT),
 }
 # Precisions whose conversion needs calibration images (representative data), per format.
 NEEDS_CALIBRATION: dict[Format, frozenset[Precision]] = {
     Format.TFLITE: frozenset({Precision.INT8, Precision.INT16X8, Precision.QAT}),
     Format.ONNX: frozenset({Precision.INT8}),
+    Format.ORT: frozenset({Precision.INT8}),
 }
 
 
