@@ -59,12 +59,18 @@ def parse_image_size(value):
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="auto: on for GPUs with compute capability 7.0 or newer.")
 @click.option("--no-cache", is_flag=True, help="Decode into memory without the disk cache.")
-@click.option("--workers", type=int, default=None, help="Decoding processes (default: one per CPU).")
+@click.option("--decode-workers", type=int, default=None, help="Image-decoding processes (default: one per CPU).")
+@click.option("--workers", default=None, metavar="HOST:PORT,...",
+              help="Train on several machines: every worker's address, the same list on each (worker 0 is the "
+                   "chief and writes the run). Default: TF_CONFIG when set, else this process alone.")
+@click.option("--worker-index", type=int, default=None, metavar="I", help="This machine's place in --workers.")
+@click.option("--worker-timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the other workers to start, or for a step they must join.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty run directory.")
 @json_option
 def train_command(data, model, out, image_size, epochs, batch_size, optimizer, learning_rate, val_split, val_dir,
                   test_split, seed, weights, alpha, fine_tune, early_stopping, stop_at_accuracy, mixed_precision,
-                  no_cache, workers, overwrite, json_out):
+                  no_cache, decode_workers, workers, worker_index, worker_timeout, overwrite, json_out):
     """Train MODEL on DATA (one subfolder per class) and write the run to OUT.
 
     OUT gets model.keras (the inference model), labels.txt, config.json, split.json,
@@ -79,7 +85,8 @@ def train_command(data, model, out, image_size, epochs, batch_size, optimizer, l
                       test_split=test_split, seed=seed, weights=None if weights == "none" else weights,
                       alpha=alpha, fine_tune=fine_tune, early_stopping=early_stopping,
                       stop_at_accuracy=stop_at_accuracy, mixed_precision=mixed_precision, cache=not no_cache,
-                      workers=workers)
+                      decode_workers=decode_workers, workers=workers, worker_index=worker_index,
+                      worker_timeout=worker_timeout)
     result = train_model(data, out=out, config=cfg, overwrite=overwrite)
     emit_json(json_out, result.to_dict())
     if not json_to_stdout(json_out):

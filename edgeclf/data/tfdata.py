@@ -13,7 +13,7 @@ from .._optional import import_tensorflow
 
 
 def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: bool = False, seed: int = 123,
-                 rows=None, binary: bool = False, in_memory_bytes: int = 2 << 30):
+                 rows=None, binary: bool = False, in_memory_bytes: int = 2 << 30, shard_by_data: bool = False):
     """A ``tf.data.Dataset`` of ``(float32 images (B,H,W,3) 0..255, labels)`` batches.
 
     Args:
@@ -27,6 +27,8 @@ def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: b
         in_memory_bytes: up to this size the selected images are copied into one tensor and
             batches are gathered inside TensorFlow; above it, batches are read from ``pixels``
             (a memory map) by index, one batch at a time.
+        shard_by_data: for multi-worker training: every worker builds the same (seeded)
+            pipeline and takes its part of each global batch (there are no files to shard by).
     """
     tf = import_tensorflow()
     rows = np.arange(len(pixels), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -63,5 +65,9 @@ def make_dataset(pixels: np.ndarray, labels, *, batch_size: int = 32, shuffle: b
             return tf.cast(x, tf.float32), y
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard_by_data:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -25,6 +25,7 @@ from ..runtime.preprocess import image_size_arg
 from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, ModelSpec,
                             ResizeMethod, parse_enum)
 from . import zoo
+from .distribute import DEFAULT_WORKER_TIMEOUT_S, cluster_from_env, lost_worker, make_strategy, parse_workers
 
 
 class Optimizer(str, Enum):
@@ -71,7 +72,10 @@ class TrainConfig:
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
     resize_method: ResizeMethod = DEFAULT_RESIZE
     cache: bool = True
-    workers: int | None = None
+    decode_workers: int | None = None  # image-decoding processes (default: one per CPU)
+    workers: str | None = None  # "HOST:PORT,HOST:PORT,...": a multi-worker cluster (else TF_CONFIG, else one)
+    worker_index: int | None = None  # this process's place in ``workers`` (0 is the chief)
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S  # seconds to wait for the cluster or a collective
 
     def validated(self) -> "TrainConfig":
         if self.model not in zoo.MODELS:
@@ -105,8 +109,14 @@ class TrainConfig:
         if self.fine_tune and self.weights in (None, "none"):
             raise UsageError("--fine-tune needs pretrained --weights (imagenet or a file); "
                              "with --weights none the whole model trains from the start")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError("workers", f"must be at least 1; got {self.workers}")
+        if self.decode_workers is not None and self.decode_workers < 1:
+            raise OptionError("decode_workers", f"must be at least 1; got {self.decode_workers}")
+        if self.workers is not None:
+            parse_workers(self.workers, self.worker_index)
+        elif self.worker_index is not None:
+            raise OptionError("worker_index", "needs workers (the HOST:PORT list of the cluster)")
+        if not 1 <= self.worker_timeout <= 86400:
+            raise OptionError("worker_timeout", f"must be 1..86400 seconds; got {self.worker_timeout}")
         return dataclasses.replace(self, optimizer=opt, mixed_precision=mp, resize_method=rm, image_size=size)
 
     def to_dict(self) -> dict:
@@ -321,7 +331,10 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         raise UsageError(f"unknown training option: {exc}") from None
     cfg = cfg.validated()
     say = info if verbose else (lambda msg: None)
-    out = check_out_dir(out, overwrite, inside=(data, cfg.val_dir))
+    cluster = parse_workers(cfg.workers, cfg.worker_index) if cfg.workers else cluster_from_env()
+    chief = cluster is None or cluster.is_chief
+    # Only the chief writes the run; a worker's --out (on its own machine) is never touched.
+    out = check_out_dir(out, overwrite, inside=(data, cfg.val_dir)) if chief else Path(out)
     started = time.monotonic()
 
     folder = scan_folder(data)
@@ -339,7 +352,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     say(f"{len(folder.files)} images in {len(folder.class_names)} classes: {', '.join(folder.class_names)}")
 
     decoded = decode_images(folder.paths, size, resize_method=cfg.resize_method, root=folder.root,
-                            cache=cfg.cache, workers=cfg.workers, show_progress=verbose)
+                            cache=cfg.cache, workers=cfg.decode_workers, show_progress=verbose)
     bad = dict(decoded.bad)
     if verbose:
         _report_bad(decoded.bad, str(folder.root))
@@ -347,7 +360,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     vdecoded = None
     if val_folder is not None:
         vdecoded = decode_images(val_folder.paths, size, resize_method=cfg.resize_method, root=val_folder.root,
-                                 cache=cfg.cache, workers=cfg.workers, show_progress=verbose)
+                                 cache=cfg.cache, workers=cfg.decode_workers, show_progress=verbose)
         if verbose:
             _report_bad(vdecoded.bad, str(val_folder.root))
         bad.update(vdecoded.bad)
@@ -375,9 +388,16 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     keras.utils.set_random_seed(cfg.seed)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if cluster is not None:
+        say(f"multi-worker training: {cluster.describe()}; waiting for all {cluster.size} workers")
+    strategy = make_strategy(tf, cluster, timeout=cfg.worker_timeout)
     device = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
+    if cluster is not None:
+        device += f" x {cluster.size} workers"
     say(f"training {cfg.model} on {device}{' with mixed precision' if mixed else ''}")
+    if strategy.num_replicas_in_sync > 1:
+        say(f"batch size {cfg.batch_size} is global: about {cfg.batch_size // strategy.num_replicas_in_sync} "
+            f"images per replica on {strategy.num_replicas_in_sync} replicas")
 
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
@@ -403,9 +423,11 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
         binary = built.output_kind == "sigmoid"
         global_batch = cfg.batch_size
+        shard = cluster is not None
         train_ds = make_dataset(decoded.pixels, tr_y, rows=tr_rows, batch_size=global_batch, shuffle=True,
-                                seed=cfg.seed, binary=binary)
-        val_ds = make_dataset(vsource.pixels, va_y, rows=va_rows, batch_size=global_batch, binary=binary)
+                                seed=cfg.seed, binary=binary, shard_by_data=shard)
+        val_ds = make_dataset(vsource.pixels, va_y, rows=va_rows, batch_size=global_batch, binary=binary,
+                              shard_by_data=shard)
 
         def callbacks(total, offset=0, label=""):
             cbs = [_EpochLine.make(keras, total, offset, label)] if verbose else []
@@ -416,8 +438,16 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
                 cbs.append(_stop_at_accuracy(keras, cfg.stop_at_accuracy))
             return cbs
 
-        hist = train_net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
-                             callbacks=callbacks(cfg.epochs))
+        def fit(**kwargs):
+            try:
+                return train_net.fit(train_ds, validation_data=val_ds, verbose=0, **kwargs)
+            except Exception as exc:  # a peer that died surfaces as one of several TensorFlow errors
+                lost = lost_worker(exc, cluster)
+                if lost is None:
+                    raise
+                raise lost from None
+
+        hist = fit(epochs=cfg.epochs, callbacks=callbacks(cfg.epochs))
         history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         epochs_run = len(history.get("loss", []))
         if cfg.fine_tune:
@@ -429,16 +459,16 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
                 _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr / 10))
             say(f"fine-tuning the top {min(cfg.fine_tune, len(base_in_model))} base layers at "
                 f"learning rate {lr / 10:g}")
-            hist2 = train_net.fit(train_ds, validation_data=val_ds, epochs=epochs_run + cfg.epochs,
-                                  initial_epoch=epochs_run, verbose=0,
-                                  callbacks=callbacks(cfg.epochs, epochs_run, "fine-tune "))
+            hist2 = fit(epochs=epochs_run + cfg.epochs, initial_epoch=epochs_run,
+                        callbacks=callbacks(cfg.epochs, epochs_run, "fine-tune "))
             history["fine_tune_start"] = epochs_run
             for k, vals in hist2.history.items():
                 history.setdefault(k, []).extend(float(v) for v in vals)
             epochs_run = len(history["loss"])
 
-        if mixed:
-            # Save a float32 twin: exporters and the runtime expect a plain float32 graph.
+        if mixed or cluster is not None:
+            # A plain float32 twin outside the strategy: exporters and the runtime expect a float32
+            # graph, and after a multi-worker fit each worker predicts and saves on its own.
             keras.mixed_precision.set_global_policy(previous_policy)
             twin = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=None,
                                    alpha=cfg.alpha, seed=cfg.seed).model
@@ -487,6 +517,12 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
 
     from . import plots
 
+    if not chief:
+        say(f"val accuracy {metrics['val_accuracy']:.4f}; worker {cluster.index} done (the chief, "
+            f"{cluster.workers[0]}, writes the run)")
+        return TrainResult(out=out, model_path=RunDir(out).model_path, class_names=tuple(class_names),
+                           val_accuracy=float(metrics["val_accuracy"]), epochs_run=epochs_run,
+                           seconds=time.monotonic() - started, metrics=metrics, history=history)
     with atomic_dir(out, overwrite=overwrite, what="training run") as tmp:
         run = RunDir(tmp)
         infer.save(run.model_path)

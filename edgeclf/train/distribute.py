@@ -1,0 +1,161 @@
+"""Training on several machines (``tf.distribute.MultiWorkerMirroredStrategy``) or several GPUs.
+
+The cluster comes from ``TF_CONFIG``, the TensorFlow convention that Kubernetes' TFJob and
+Vertex AI set; ``edgeclf train --workers HOST:PORT,... --worker-index I`` writes it for the user.
+Every worker reads the same folder and makes the same seeded split; the training data is
+sharded by data (each global batch is split across the workers, so the gradient of a step is
+the same as one process's on that batch); worker 0 is the chief and the only one that writes
+the run directory.
+
+A worker that dies must not leave the others waiting forever: collectives run with a timeout
+and TensorFlow's coordination service notices a peer that stops sending heartbeats, so the
+others stop with ``WorkerLostError``; a cluster that never forms (a worker that never starts)
+is bounded by a watchdog around the strategy's creation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from ..errors import EdgeclfError, OptionError, UsageError
+
+TF_CONFIG = "TF_CONFIG"
+DEFAULT_WORKER_TIMEOUT_S = 300.0
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class WorkerLostError(EdgeclfError):
+    """A worker of a multi-worker training stopped answering; the others stop too."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The workers of a multi-worker training and which one this process is."""
+
+    workers: tuple[str, ...]  # HOST:PORT, chief first
+    index: int
+    job: str = "worker"  # this task's type in TF_CONFIG ("chief" or "worker")
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+    def describe(self) -> str:
+        role = "the chief, writes the run" if self.is_chief else "writes nothing but its log"
+        return f"worker {self.index} of {self.size} ({self.workers[self.index]}; {role})"
+
+
+def _check_address(addr: str, where: str) -> str:
+    m = _HOST_PORT.match(addr.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise UsageError(f"{where}: {addr!r} is not HOST:PORT (e.g. 10.0.0.2:12345)")
+    return addr.strip()
+
+
+def parse_workers(workers: str, index: int) -> Cluster:
+    """``--workers a:1,b:2 --worker-index I`` as a Cluster (worker 0 is the chief)."""
+    addrs = tuple(_check_address(a, "workers") for a in str(workers).split(",") if a.strip())
+    if len(addrs) < 2:
+        raise OptionError("workers", f"needs at least two HOST:PORT addresses, comma-separated; got {workers!r}")
+    if len(set(addrs)) != len(addrs):
+        raise OptionError("workers", f"names an address twice: {workers!r}")
+    if index is None or not 0 <= index < len(addrs):
+        raise OptionError("worker_index", f"must be 0..{len(addrs) - 1} for {len(addrs)} workers; got {index}")
+    return Cluster(addrs, int(index))
+
+
+def tf_config(cluster: Cluster) -> str:
+    """The ``TF_CONFIG`` value that describes ``cluster`` (all workers; worker 0 leads)."""
+    return json.dumps({"cluster": {"worker": list(cluster.workers)},
+                       "task": {"type": "worker", "index": cluster.index}})
+
+
+def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluster]:
+    """The cluster ``TF_CONFIG`` names, or None for one process (absent, or one task in all)."""
+    raw = environ.get(TF_CONFIG)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        jobs = d["cluster"]
+        task = d["task"]
+        chief = [str(a) for a in jobs.get("chief", [])]
+        workers = [str(a) for a in jobs.get("worker", [])]
+        kind, index = str(task["type"]), int(task["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{TF_CONFIG} is not valid ({type(exc).__name__}: {exc}); it must be JSON like "
+                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+    unknown = set(jobs) - {"chief", "worker"}
+    if unknown:
+        raise UsageError(f"{TF_CONFIG} names jobs {sorted(unknown)}; edgeclf trains with chief/worker jobs only "
+                         "(MultiWorkerMirroredStrategy has no parameter servers or evaluators)")
+    everyone = tuple(_check_address(a, TF_CONFIG) for a in chief + workers)
+    if kind not in ("chief", "worker") or not 0 <= index < len(chief if kind == "chief" else workers):
+        raise UsageError(f"{TF_CONFIG}: task {kind!r} {index} is not in the cluster")
+    if len(everyone) < 2:
+        return None
+    position = index if kind == "chief" else len(chief) + index
+    return Cluster(everyone, position, kind)
+
+
+def _watchdog(seconds: float, message: str):
+    """A timer that ends the process with ``message`` if not cancelled in time. TensorFlow's
+    cluster start-up blocks in C++ (and ignores SIGTERM) while it waits for every worker."""
+    import sys
+
+    def fire():
+        sys.stderr.write(f"Error: {message}\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WORKER_TIMEOUT_S):
+    """The strategy for this process: multi-worker for a cluster, mirrored for several GPUs,
+    else TensorFlow's default (one device)."""
+    if cluster is None:
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if not os.environ.get(TF_CONFIG):  # given as --workers: TensorFlow reads the cluster from here
+        os.environ[TF_CONFIG] = tf_config(cluster)
+    timer = _watchdog(timeout, f"the cluster did not form within {timeout:g} s: not every worker of "
+                               f"{', '.join(cluster.workers)} started (or a firewall blocks the ports); "
+                               "start every worker with the same --workers list")
+    try:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+        from .._quiet import native_stderr_silenced
+
+        with native_stderr_silenced():
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    finally:
+        timer.cancel()
+
+
+def lost_worker(exc: BaseException, cluster: Optional[Cluster]) -> Optional[WorkerLostError]:
+    """A WorkerLostError for an error that means a peer died, else None."""
+    if cluster is None:
+        return None
+    name = type(exc).__name__
+    text = str(exc)
+    if name in ("UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError") or \
+            "Collective ops is aborted" in text or "unhealthy" in text:
+        peers = re.findall(r"/job:(?:worker|chief)/replica:0/task:(\d+)", text)
+        others = sorted({int(p) for p in peers} - {cluster.index})
+        who = f"worker {others[0]} ({cluster.workers[others[0]]})" if others and others[0] < cluster.size \
+            else "another worker"
+        return WorkerLostError(f"{who} stopped answering, so worker {cluster.index} stopped too; nothing was "
+                               "written. Start every worker again with the same --workers list")
+    return None
