@@ -78,12 +78,12 @@ def _free_ports(n):
 class Worker:
     """One `edgeclf train` worker process; its stderr lines arrive on a queue."""
 
-    def __init__(self, args, index, workers):
+    def __init__(self, args, index, workers, timeout=60):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         env.pop("TF_CONFIG", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeclf", "train", *map(str, args), "--workers", workers,
-             "--worker-index", str(index), "--worker-timeout", "60"],
+             "--worker-index", str(index), "--worker-timeout", str(timeout)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         self.seen: list[str] = []
@@ -168,3 +168,13 @@ def test_a_worker_that_dies_stops_the_other_with_a_message(shapes, tmp_path):
     assert "worker 1 (127.0.0.1:" in err and "stopped answering" in err, err[-3000:]
     assert "Traceback" not in err
     assert not (tmp_path / "w0").exists(), "nothing is written when training did not finish"
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_starts_is_not_waited_for_forever(shapes, tmp_path):
+    ports = _free_ports(2)
+    workers = ",".join(f"127.0.0.1:{p}" for p in ports)
+    alone = Worker([shapes, *ARGS, "--out", tmp_path / "w0"], 0, workers, timeout=5)  # worker 1 never starts
+    rc, err = alone.finish(timeout=240)
+    assert rc != 0, err[-3000:]
+    assert "the cluster did not form within" in err and "start every worker" in err, err[-3000:]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -107,20 +106,33 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluste
     return Cluster(everyone, position, kind)
 
 
-def _watchdog(seconds: float, message: str):
-    """A timer that ends the process with ``message`` if not cancelled in time. TensorFlow's
-    cluster start-up blocks in C++ (and ignores SIGTERM) while it waits for every worker."""
-    import sys
+_WATCHDOG = """\
+import os, select, signal, sys
+ready, _, _ = select.select([sys.stdin], [], [], float(sys.argv[2]))
+if not ready:  # nobody cancelled in time: say why, then end the stuck process
+    sys.stderr.write(sys.argv[3] + "\\n")
+    sys.stderr.flush()
+    os.kill(int(sys.argv[1]), signal.SIGKILL)
+"""
 
-    def fire():
-        sys.stderr.write(f"Error: {message}\n")
-        sys.stderr.flush()
-        os._exit(1)
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
+class _Watchdog:
+    """Ends this process with ``message`` unless cancelled within ``seconds``.
+
+    TensorFlow's cluster start-up blocks in C++ while it waits for every worker, holding the GIL
+    and ignoring SIGTERM, so no Python thread or signal handler can run: a small separate process
+    keeps the time. Closing its stdin cancels it (also when this process dies)."""
+
+    def __init__(self, seconds: float, message: str):
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
+                                       f"Error: {message}"], stdin=subprocess.PIPE)
+
+    def cancel(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
 
 
 def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WORKER_TIMEOUT_S):
@@ -131,7 +143,7 @@ def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WO
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if not os.environ.get(TF_CONFIG):  # given as --workers: TensorFlow reads the cluster from here
         os.environ[TF_CONFIG] = tf_config(cluster)
-    timer = _watchdog(timeout, f"the cluster did not form within {timeout:g} s: not every worker of "
+    timer = _Watchdog(timeout, f"the cluster did not form within {timeout:g} s: not every worker of "
                                f"{', '.join(cluster.workers)} started (or a firewall blocks the ports); "
                                "start every worker with the same --workers list")
     try:
