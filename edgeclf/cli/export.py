@@ -27,14 +27,19 @@ _PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat")
 @click.option("--qat-epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
+@click.option("--input-range", "input_range", default=None, metavar="0,255|0,1|-1,1",
+              help="Pixel values the model expects, when it does not scale its input itself "
+                   "(default: inferred); the exported files still take 0..255.")
+@click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
+              help="What the model outputs (default: inferred from its last op).")
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--json", "json_path", type=click.Path(path_type=str), default=None,
               help="Also write the report as JSON to this file.")
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, overwrite, json_path):
-    """Convert a trained classifier (a run directory, or a .keras/.h5/SavedModel with
-    --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
+               labels, seed, overwrite, json_path, input_range, output_kind):
+    """Convert a trained classifier (a run directory, or a Keras 3 / tf_keras .keras/.h5 or a
+    SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
     against the Keras model with the TensorFlow-free runtime.
 
     \b
@@ -51,7 +56,7 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     report = export_model(
         source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
-        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite,
+        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, input_range=input_range, output_kind=output_kind,
     )
     click.echo(report.table())
     if json_path:

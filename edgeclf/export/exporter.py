@@ -193,7 +193,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  precisions: Optional[Sequence[str]] = None, io: Optional[str] = None,
                  labels=None, data=None, calibration=None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
-                 seed: Optional[int] = None, overwrite: bool = False) -> ExportReport:
+                 seed: Optional[int] = None, overwrite: bool = False,
+                 input_range: Optional[str] = None, output_kind: Optional[str] = None) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -214,6 +215,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         qat_epochs: fine-tuning epochs for QAT.
         seed: seed of the calibration sample and splits (default: the run's seed, else 123).
         overwrite: replace an existing ``out``.
+        input_range: the pixel values the model expects ("0,255", "0,1", "-1,1"); default:
+            inferred. Every file still takes 0..255 pixels (the scaling is put in front).
+        output_kind: "logits", "probabilities" or "sigmoid"; default: inferred.
 
     Returns:
         An ``ExportReport``.
@@ -253,7 +257,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
 
     info(f"Loading {source} ...")
-    src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
+    src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
+                      input_range=input_range, output_kind=output_kind)
     seed = src.seed
     bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)

@@ -61,6 +61,122 @@ def _keras():
     return import_keras()
 
 
+# Keras 3 operations (not layers) that a functional graph may hold, as the TF functions
+# tf_keras turns into TFOpLambda layers: what ``preprocess_input`` and ``x / 127.5`` become.
+_K3_OPS = {"TrueDivide": "math.truediv", "Divide": "math.truediv", "Subtract": "math.subtract",
+           "Add": "math.add", "Multiply": "math.multiply", "Negative": "math.negative"}
+
+
+def _tf_keras_config(layer, cls) -> dict:
+    """A Keras 3 layer's config as ``cls`` (its tf_keras twin) takes it; weights come later."""
+    import inspect
+
+    cfg = dict(layer.get_config())
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        cfg["dtype"] = (dtype.get("config") or {}).get("name", "float32")
+    for key, value in list(cfg.items()):
+        if key.endswith(("_initializer", "_regularizer", "_constraint")):
+            del cfg[key]
+        elif isinstance(value, dict) and value.get("class_name") == "function":
+            cfg[key] = value.get("config")
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in cfg.items() if k in params or k in ("name", "dtype", "trainable")}
+
+
+def rebuild_as_tf_keras(model, *, check_images: int = 4):
+    """A Keras 3 functional/sequential model rebuilt as a flat tf_keras model, same weights.
+
+    Every layer is rebuilt from its config as the tf_keras layer of the same class and given
+    the same weights; nested models are inlined; augmentation (``Random*``) layers are left
+    out (they do nothing at inference and QAT fine-tunes without them); Keras 3 math ops
+    become tf_keras TFOpLambda layers. The rebuilt model is checked against the original on
+    random images. Raises UsageError naming the first layer that has no tf_keras twin.
+    """
+    import keras as k3
+
+    from .._optional import import_tensorflow
+    from .keras_load import AUGMENTATION_LAYERS
+
+    tf = import_tensorflow()
+    tfk = _keras()
+    made: dict[int, object] = {}  # id(keras 3 layer) -> tf_keras layer (shared layers stay shared)
+    pairs: list = []
+
+    def graph_of(m):
+        if isinstance(m, k3.Sequential):
+            if getattr(m, "_functional", None) is None:
+                raise UsageError(f"QAT cannot rebuild the Sequential {m.name!r}: it has no input shape")
+            return m._functional
+        if not hasattr(m, "_run_through_graph"):
+            raise UsageError(f"QAT cannot rebuild the subclassed model {m.name!r}; build it with the Functional API")
+        return m
+
+    def translate(op):
+        if isinstance(op, k3.Model):
+            inner = graph_of(op)
+            return lambda *args, **kwargs: inner._run_through_graph(args[0], operation_fn=translate)
+        kind = type(op).__name__
+        if not isinstance(op, k3.layers.Layer):
+            fn_name = _K3_OPS.get(kind)
+            if fn_name is None:
+                raise UsageError(f"QAT cannot rebuild operation {op.name!r} ({kind}) as a tf_keras layer; "
+                                 "export the other precisions without qat")
+            fn = tf.math.__dict__[fn_name.split(".")[1]]
+            return lambda *args, **kwargs: fn(*args)
+        if kind in AUGMENTATION_LAYERS or kind == "InputLayer":
+            return lambda x, *args, **kwargs: x
+        cls = getattr(tfk.layers, kind, None)
+        if cls is None:
+            raise UsageError(f"QAT cannot rebuild layer {op.name!r} ({kind}): tf_keras has no such layer; "
+                             "export the other precisions without qat")
+        if id(op) not in made:
+            try:
+                made[id(op)] = cls(**_tf_keras_config(op, cls))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"QAT cannot rebuild layer {op.name!r} ({kind}) as a tf_keras layer "
+                                 f"({str(exc).splitlines()[0][:200]})") from None
+            if op.weights:
+                pairs.append((op, made[id(op)]))
+        layer = made[id(op)]
+
+        def call(*args, **kwargs):
+            kwargs.pop("training", None)
+            return layer(*args, **kwargs)
+
+        return call
+
+    graph = graph_of(model)
+    shape = tuple(model.inputs[0].shape[1:])
+    inp = tfk.Input(shape=shape, name="image")
+    with native_stderr_silenced():
+        out = graph._run_through_graph(inp, operation_fn=translate)
+        out = tf.nest.flatten(out)[0]
+        rebuilt = tfk.Model(inp, out, name=model.name)
+    for k3_layer, tfk_layer in pairs:
+        try:
+            tfk_layer.set_weights(k3_layer.get_weights())
+        except ValueError as exc:
+            raise UsageError(f"QAT cannot copy the weights of layer {k3_layer.name!r} ({type(k3_layer).__name__}) "
+                             f"into tf_keras ({str(exc).splitlines()[0][:200]})") from None
+    if check_images and all(d is not None for d in shape):
+        x = np.random.default_rng(0).uniform(0, 255, (check_images, *shape)).astype(np.float32)
+        want = np.asarray(model(x, training=False))
+        got = np.asarray(rebuilt(x, training=False))
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(want).max()))):
+            raise UsageError(f"QAT: the tf_keras rebuild of {model.name!r} differs from the Keras 3 model "
+                             f"(max difference {float(np.abs(got - want).max()):.3g}); export without qat")
+    return rebuilt
+
+
+def with_input_scaling(model, scale: float, offset: float):
+    """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels."""
+    tfk = _keras()
+    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
+    x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(inp)
+    return tfk.Model(inp, model(x), name=model.name)
+
+
 def _inline(model, inputs):
     from .._optional import import_tensorflow
 
@@ -205,6 +321,8 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
 
     tf = import_tensorflow()
     keras = _keras()
+    if hasattr(model, "tf_keras_for_qat"):  # a keras_load.LoadedModel: Keras 3, SavedModel, wrapped input
+        model = model.tf_keras_for_qat()
     if epochs < 0:
         raise UsageError(f"--qat-epochs must be 0 or more, not {epochs}")
     if len(images) == 0 or (indices < 0).any():

@@ -1,8 +1,9 @@
 """What an export starts from: a run directory from ``edgeclf train``, or a Keras model a user
 already has (``.keras``, ``.h5``, SavedModel folder) plus ``--labels``.
 
-Keras files load with safe mode on, so a file cannot run arbitrary Python (a ``Lambda``
-layer is refused with the reason). Images for calibration, QAT fine-tuning and validation
+Every model loads through ``keras_load.load_keras_model``: the format is decided by content,
+the stored config is checked for code before anything is deserialized (a ``Lambda`` layer
+is refused with the reason), and Keras 3 files load with Keras 3 in safe mode. Images for calibration, QAT fine-tuning and validation
 come from the run's ``split.json`` or from a class-folder dataset given with ``--data`` /
 ``--calibration``; evaluation images are never used for calibration.
 """
@@ -20,10 +21,12 @@ from ..errors import DataError, ModelFileError, UsageError
 from ..runtime.metadata import OutputKind, file_sha256, read_labels_file
 from ..runtime.preprocess import is_image_file
 from .calibration import ImageBank
+from .keras_load import InputRange, LoadedModel, load_keras_model  # noqa: F401 - the one Keras door
+
+__all__ = ["ModelSource", "load_source", "load_keras_model", "LoadedModel"]
 
 DEFAULT_SEED = 123
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ModelSource:
     """A loaded Keras classifier and everything known about it."""
 
     path: Path
-    model: object  # tf_keras.Model
+    model: LoadedModel  # .predict(pixels 0..255), .keras_model, .function
     labels: tuple[str, ...]
     input_size: tuple[int, int]
     output_kind: OutputKind
@@ -58,101 +61,14 @@ def _sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-_LAMBDA_REFUSED = ("the model contains a Lambda layer, whose Python code safe mode refuses to run from a "
-                   "file (it could execute anything); replace the Lambda with a built-in layer or a "
-                   "registered custom layer and save the model again")
-
-
-def _has_lambda(config) -> bool:
-    if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            return True
-        return any(_has_lambda(v) for v in config.values())
-    if isinstance(config, list):
-        return any(_has_lambda(v) for v in config)
-    return False
-
-
-def _refuse_lambda_outside_keras_format(path: Path) -> None:
-    """Keras' safe mode guards only the ``.keras`` format: an ``.h5`` file or a SavedModel
-    with a Lambda layer would unmarshal and run its stored bytecode, so look first."""
-    if path.is_dir():
-        meta = path / "keras_metadata.pb"
-        if meta.is_file() and b'"class_name": "Lambda"' in meta.read_bytes():
-            raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}")
-        return
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        return
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-    except Exception:  # not HDF5 at all: let the loader give its own error
-        return
-    if raw is None:
-        return
-    try:
-        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
-    except ValueError:
-        return
-    if _has_lambda(config):
-        raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}")
-
-
-def load_keras_model(path: Path):
-    """Load a Keras model with safe mode on; one clear ModelFileError when it cannot."""
-    from .._optional import import_keras
-    from .._quiet import native_stderr_silenced
-
-    keras = import_keras()
-    if not path.exists():
-        raise UsageError(f"model not found: {path}")
-    if path.is_file() and path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: the file is empty; export it again from the training script")
-    _refuse_lambda_outside_keras_format(path)
-    try:
-        with native_stderr_silenced():
-            if path.is_dir():
-                return keras.models.load_model(str(path), compile=False)
-            return keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        if "Lambda" in msg or "safe_mode" in msg or "safe mode" in msg:
-            raise ModelFileError(f"{path}: {_LAMBDA_REFUSED}") from None
-        raise ModelFileError(f"{path}: cannot load this Keras model ({msg.splitlines()[0][:300]})") from None
-    except (OSError, ImportError) as exc:
-        raise ModelFileError(
-            f"{path}: not a readable Keras model ({type(exc).__name__}: {str(exc)[:300]}); "
-            "give a .keras, .h5 or SavedModel folder"
-        ) from None
-    except Exception as exc:  # h5py / protobuf raise many kinds on damaged files
-        raise ModelFileError(f"{path}: damaged or not a Keras model ({type(exc).__name__}: {str(exc)[:300]})") from None
-
-
 def infer_output_kind(model) -> OutputKind:
-    """What the last layer gives: softmax → probabilities, a single sigmoid unit → sigmoid."""
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    name = getattr(act, "__name__", "") if act is not None else ""
-    if type(last).__name__ == "Softmax":
-        name = "softmax"
-    width = int(model.outputs[0].shape[-1])
-    if name == "softmax":
-        return OutputKind.PROBABILITIES
-    if name == "sigmoid" and width == 1:
-        return OutputKind.SIGMOID
-    return OutputKind.LOGITS
+    """What a loaded model gives (``LoadedModel.output_kind``): softmax → probabilities,
+    one sigmoid unit → sigmoid, else logits."""
+    return model.output_kind
 
 
 def model_input_size(model) -> tuple[int, int]:
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
-        raise ModelFileError(
-            f"the model's input shape is {tuple(shape)}; edgeclf exports image classifiers "
-            "with a fixed (batch, height, width, 3) input"
-        )
-    return int(shape[1]), int(shape[2])
+    return tuple(model.input_size)
 
 
 ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgeclf needs a binary model to end in "
@@ -160,7 +76,7 @@ ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgec
 
 
 def _check_labels_fit(model, labels, kind: OutputKind, where: str) -> None:
-    width = int(model.outputs[0].shape[-1])
+    width = int(model.output_width)
     if width == 1 and kind is not OutputKind.SIGMOID:
         # Dense(1) with no activation is one logit; the runtime has no output kind for it, and
         # read as 1-class logits its softmax would be 1.0 for every image.
@@ -195,6 +111,23 @@ def _label_index(class_names: Sequence[str], labels: Sequence[str], where: str) 
                         "name the class folders as the labels")
     pos = {name: i for i, name in enumerate(labels)}
     return {k: pos[name] for k, name in enumerate(class_names)}
+
+
+def _split_items(split: dict, part: str, labels, where: Path) -> list[tuple[str, int]]:
+    """(path, label index) of one part of split.json; an index outside the labels is a DataError."""
+    out = []
+    for item in split.get(part, []) or []:
+        try:
+            p, i = item
+            i = int(i)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: {part} entry {item!r} is not [path, label index]; train the run again") from None
+        if not 0 <= i < len(labels):
+            raise DataError(f"{where}: {part} image {p} has label index {i}, outside the {len(labels)} labels "
+                            f"({', '.join(labels)}); the split does not belong to these labels: give the run's "
+                            "labels.txt, or export with --data DIR")
+        out.append((str(p), i))
+    return out
 
 
 def _run_seed(config: dict) -> int:
@@ -248,7 +181,8 @@ def _calibration_samples(root, labels) -> list[tuple[str, int]]:
     return [(p, -1) for p in loose]
 
 
-def load_source(source, *, labels_file=None, data=None, calibration=None, seed: Optional[int] = None) -> ModelSource:
+def load_source(source, *, labels_file=None, data=None, calibration=None, seed: Optional[int] = None,
+                input_range=None, output_kind=None) -> ModelSource:
     """Load a run directory or a Keras model file, with its labels and images.
 
     Args:
@@ -263,11 +197,14 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         seed: the seed of the calibration sample, and of the ``--data`` split of a model that
             is not a run (default: the run's seed from ``config.json``, else 123). A run's
             data is always split with the run's own seed, so its split is reproduced.
+        input_range: the pixel values the model expects ("0,255", "0,1", "-1,1"); default:
+            inferred (a run's model takes 0..255). The exported files still take 0..255.
+        output_kind: logits / probabilities / sigmoid; default: the run's, else inferred.
     """
     path = Path(source)
     if not path.exists():
         raise UsageError(f"source not found: {path}; give a run directory or a .keras/.h5/SavedModel model")
-    run_dir = path.is_dir() and (path / "model.keras").is_file()
+    run_dir = path.is_dir() and os.path.lexists(path / "model.keras")  # the loader refuses a non-file
     train: list = []
     val: list = []
     held_out: list = []  # validation and test images: never calibration
@@ -277,8 +214,9 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
     split_seed = seed  # a run's data is split with the run's seed whatever --seed says
     if run_dir:
         model_path = path / "model.keras"
-        model = load_keras_model(model_path)
         config = _read_json(path / "config.json", "run configuration") if (path / "config.json").exists() else {}
+        model = load_keras_model(model_path, input_range=input_range or InputRange.PIXELS,
+                                 output_kind=output_kind or config.get("output_kind") or None)
         split_seed = _run_seed(config)
         if seed is None:
             seed = split_seed
@@ -288,14 +226,14 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
             labels = read_labels_file(path / "labels.txt")
         else:
             raise ModelFileError(f"{path}: run directory has no labels.txt; give --labels FILE")
-        kind = OutputKind(config.get("output_kind") or infer_output_kind(model).value)
+        kind = model.output_kind
         resize = str(config.get("resize_method", "bilinear"))
         name = str(config.get("model", "")) or model.name
         split_file = path / "split.json"
         if split_file.is_file():
             split = _read_json(split_file, "data split")
-            run_val = [(str(p), int(i)) for p, i in split.get("val", [])]
-            run_test = [(str(p), int(i)) for p, i in split.get("test", [])]
+            run_val = _split_items(split, "val", labels, split_file)
+            run_test = _split_items(split, "test", labels, split_file)
             held_out += run_val + run_test
             try:
                 val_split = float(split.get("val_split") if split.get("val_split") is not None else 0.2)
@@ -306,21 +244,22 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
                 info(f"Note: this run validated on --val-dir {split['val_dir']} and trained on every image of "
                      f"its data; if --data {data} is that data, its validation split held nothing out")
             if data is None:
-                train = [(str(p), int(i)) for p, i in split.get("train", [])]
+                train = _split_items(split, "train", labels, split_file)
                 val = run_val or run_test
                 data_source = f"{split_file} (train split for calibration, val split for validation)"
         sha = file_sha256(model_path)
     else:
-        if path.is_dir() and not (path / "saved_model.pb").is_file():
+        if path.is_dir() and not (path / "saved_model.pb").exists():
             raise UsageError(f"{path} is neither a run directory (no model.keras) nor a SavedModel folder")
-        if path.is_file() and path.suffix.lower() not in KERAS_SUFFIXES:
-            raise UsageError(f"{path}: unknown model file type {path.suffix!r}; give a .keras, .h5 or SavedModel folder")
         if labels_file is None:
             raise UsageError(f"{path} is not an edgeclf run directory, so --labels FILE is required "
                              "(one class name per line, in output order)")
-        model = load_keras_model(path)
         labels = read_labels_file(labels_file)
-        kind = infer_output_kind(model)
+        model = load_keras_model(path, input_range=input_range, output_kind=output_kind)
+        info(f"Model: {model.describe()}")
+        for note in model.notes:
+            info(f"  {note}")
+        kind = model.output_kind
         name = model.name
         sha = _sha256_of(path)
     if seed is None:
