@@ -435,7 +435,8 @@ _MODULES = ("keras", "tf_keras")
 _MODULE_PARTS = ("layers", "initializers", "regularizers", "constraints", "activations", "models", "ops",
                  "dtype_policies", "engine", "src.models", "src.ops", "src.layers", "src.engine",
                  "src.initializers", "src.regularizers", "src.constraints", "src.activations",
-                 "src.dtype_policies", "src.mixed_precision", "mixed_precision")
+                 "src.dtype_policies", "src.mixed_precision", "mixed_precision", "losses", "metrics",
+                 "optimizers", "src.losses", "src.metrics", "src.optimizers")
 # TFOpLambda names a TensorFlow function; only pure tensor math may be named.
 _TFOP_PREFIXES = ("math.", "nn.", "image.", "linalg.", "__operators__.", "compat.v1.math.", "compat.v1.nn.")
 _TFOP_NAMES = {"reshape", "transpose", "concat", "stack", "unstack", "cast", "clip_by_value", "identity",
@@ -460,7 +461,8 @@ def _known_class_names() -> frozenset:
     names = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda", "DTypePolicy", "Policy",
              "FloatDTypePolicy"}
     for pkg in ("keras", "tf_keras"):
-        for sub in ("layers", "initializers", "regularizers", "constraints", "dtype_policies", "mixed_precision"):
+        for sub in ("layers", "initializers", "regularizers", "constraints", "dtype_policies", "mixed_precision",
+                    "losses", "metrics", "optimizers"):
             try:
                 mod = importlib.import_module(f"{pkg}.{sub}")
             except ImportError:
