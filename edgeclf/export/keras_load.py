@@ -619,6 +619,12 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
     function = _make_function(tf, keras_model, trackable, size, rng)
     graph = _frozen_graph(function)
     _refuse_random_ops(graph[0], path, ins.format)
+    if stated_kind is None:
+        kind, why = _infer_output_kind(graph, width, path, function, size)
+        notes.append(f"output: {width} {kind.value} ({why})")
+    else:
+        kind = stated_kind
+        notes.append(f"output: {width} {kind.value} (as stated)")
     if stated_range is None:
         scaling = _input_scaling_op(graph)
         if scaling is None:
@@ -630,12 +636,6 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
     else:
         notes.append(f"expects {stated_range.value.replace(',', '..')} as stated (--input-range); the exported files "
                      "take 0..255 pixels and scale them")
-    if stated_kind is None:
-        kind, why = _infer_output_kind(graph, width, path, function, size)
-        notes.append(f"output: {width} {kind.value} ({why})")
-    else:
-        kind = stated_kind
-        notes.append(f"output: {width} {kind.value} (as stated)")
     return LoadedModel(path=path, format=ins.format, name=name, input_size=size, output_width=width,
                        output_kind=kind, input_range=rng, notes=tuple(notes), keras_model=keras_model,
                        function=function, trackable=trackable)

@@ -227,6 +227,7 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
         else:
             raise ModelFileError(f"{path}: run directory has no labels.txt; give --labels FILE")
         kind = model.output_kind
+        _check_labels_fit(model, labels, kind, str(path))  # before split.json's indexes are read against them
         resize = str(config.get("resize_method", "bilinear"))
         name = str(config.get("model", "")) or model.name
         split_file = path / "split.json"
