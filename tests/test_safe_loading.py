@@ -94,6 +94,9 @@ def test_config_walk_refuses_code_at_any_depth():
     io_op = _functional(_layer("TFOpLambda", "w", {"function": "io.write_file"}))
     with pytest.raises(ModelFileError, match="'io.write_file'"):
         check_config(io_op, "x.h5")
+    tfsm = _functional(_functional(_layer("TFSMLayer", "t", {"filepath": "/elsewhere"}, module="keras.layers")))
+    with pytest.raises(ModelFileError, match="TFSMLayer, which loads or runs code"):
+        check_config(tfsm, "x.keras")
     other_code = _functional(_layer("Dense", "d", {"function": {"class_name": "x"}}, module="keras.layers"))
     with pytest.raises(ModelFileError, match="stores a function as code"):
         check_config(other_code, "x.keras")

@@ -197,7 +197,8 @@ class LoadedModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Content checks: nothing below imports TensorFlow or Keras, except to list built-in names.
+# Content checks: they parse files and never deserialize a Keras object (TensorFlow is only
+# imported to read a SavedModel's graph and to list Keras' built-in class names).
 
 
 def _check_regular(path: Path, *, what: str = "model file") -> int:
@@ -426,6 +427,9 @@ def _check_serving_graph(path: Path) -> None:
 
 # Classes that hold or name code.
 _CODE_CLASSES = {"Lambda", "__lambda__"}
+# Built-in classes that load or run code from elsewhere: another SavedModel from a path
+# (TFSMLayer), a pickled torch module (TorchModuleWrapper), JAX/Flax callables.
+_LOADER_CLASSES = {"TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"}
 # Keras 3 serialization markers for plain values.
 _VALUE_MARKERS = {"__tuple__", "__list__", "__numpy__", "__tensor__", "__bytes__", "__ellipsis__", "__slice__",
                   "__keras_tensor__", "__typespec__", "__dtype__", "TypeSpec", "TensorShape", "InputSpec",
@@ -474,7 +478,7 @@ def _known_class_names() -> frozenset:
         except ImportError:
             continue
         names |= {n for n, v in vars(mod).items() if isinstance(v, type)}
-    names -= _CODE_CLASSES
+    names -= _CODE_CLASSES | _LOADER_CLASSES
     _known_cache = frozenset(names)
     return _known_cache
 
@@ -535,6 +539,9 @@ def check_config(config, where: str) -> None:
             raise ModelFileError(f"{where}: a layer with class_name {cls!r} (not a name); refused")
         if cls in _CODE_CLASSES or cfg.get("function_type") == "lambda":
             raise ModelFileError(f"{where}: layer {name!r}: {LAMBDA_REFUSED}")
+        if cls in _LOADER_CLASSES:
+            raise ModelFileError(f"{where}: layer {name!r} is a {cls}, which loads or runs code from outside the "
+                                 "model file; edgeclf does not load it. Save the model without it")
         if cls in _VALUE_MARKERS:
             continue
         fn = cfg.get("function")
