@@ -218,3 +218,29 @@ def test_a_model_that_does_not_scale_its_input_needs_input_range(k3, data):
     r = export_model(root / "raw.keras", root / "out_raw", labels=root / "labels.txt", data=root / "data",
                      precisions=["float32"], input_range="0,1")
     assert r.files[0].max_abs_diff < 1e-4 and r.files[0].agreement == 1.0
+
+
+def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
+    """Dense(1) trained with from_logits=True: refused by default (one unit could be anything);
+    with --output-kind logits the files end in an added sigmoid, QAT included."""
+    from edgeclf.export.exporter import export_model
+    from edgeclf.export.keras_load import load_keras_model
+
+    make_images(tmp_path / "data", per_class=10, labels=("cat", "dog"))
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    k3.utils.set_random_seed(4)
+    model = k3.Sequential([k3.Input((SIZE, SIZE, 3)), k3.layers.Rescaling(1 / 127.5, offset=-1),
+                           k3.layers.Conv2D(4, 3, activation="relu"), k3.layers.GlobalAveragePooling2D(),
+                           k3.layers.Dropout(0.2), k3.layers.Dense(1)])
+    model.save(tmp_path / "binary.keras")
+    with pytest.raises(ModelFileError, match="pass --output-kind logits and edgeclf adds the sigmoid"):
+        load_keras_model(tmp_path / "binary.keras")
+    loaded = load_keras_model(tmp_path / "binary.keras", output_kind="logits")
+    assert loaded.output_kind.value == "sigmoid" and loaded.sigmoid_appended
+    x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    logit = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(loaded.predict(x), 1 / (1 + np.exp(-logit)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded.tf_keras_for_qat()(x)), loaded.predict(x), rtol=1e-4, atol=1e-5)
+    r = export_model(tmp_path / "binary.keras", tmp_path / "out", labels=tmp_path / "labels.txt",
+                     data=tmp_path / "data", precisions=["float32", "int8"], formats=["tflite"], output_kind="logits")
+    assert r.output_kind == "sigmoid" and r.files[0].max_abs_diff < 1e-4

@@ -120,6 +120,7 @@ class LoadedModel:
     output_kind: OutputKind
     input_range: InputRange
     notes: tuple[str, ...]  # how input size, range and output kind were decided, for the user
+    sigmoid_appended: bool = False  # one binary logit (stated): the files end in an added sigmoid
     keras_model: object = None  # the Keras 3 or tf_keras model (None for a plain SavedModel)
     function: object = None  # tf.function(image: float32[None, H, W, 3]) -> raw outputs
     trackable: object = field(default=None, repr=False)  # owns the variables of ``function``
@@ -131,7 +132,8 @@ class LoadedModel:
 
     @property
     def needs_wrap(self) -> bool:
-        return self.input_range is not InputRange.PIXELS
+        """Whether the files compute more than the Keras model: input scaling or an added sigmoid."""
+        return self.input_range is not InputRange.PIXELS or self.sigmoid_appended
 
     def frozen_graph(self):
         """(GraphDef, input name, output name): the inference graph with the weights as
@@ -154,7 +156,7 @@ class LoadedModel:
         """Raw model outputs for float32 NHWC pixels 0..255 (Keras' own inference path)."""
         x = np.asarray(x, dtype=np.float32)
         scale, offset = self.input_range.scale_offset
-        if self.needs_wrap:
+        if self.input_range is not InputRange.PIXELS:
             x = x * np.float32(scale) + np.float32(offset)
         outs = []
         for i in range(0, len(x), batch_size):
@@ -166,7 +168,8 @@ class LoadedModel:
             outs.append(np.asarray(y, dtype=np.float32))
         if not outs:
             return np.zeros((0, self.output_width), np.float32)
-        return np.concatenate(outs, axis=0)
+        y = np.concatenate(outs, axis=0)
+        return 1.0 / (1.0 + np.exp(-y)) if self.sigmoid_appended else y
 
     def _serve_raw(self, x):
         sig = self.trackable.signatures["serving_default"]
@@ -180,14 +183,14 @@ class LoadedModel:
         A tf_keras source is used as it is; a Keras 3 model is rebuilt layer by layer with the
         same weights (``qat.rebuild_as_tf_keras``). Raises UsageError naming what cannot be.
         """
-        from .qat import rebuild_as_tf_keras, with_input_scaling
+        from .qat import rebuild_as_tf_keras, with_wrapping
 
         if self.keras_model is None:
             raise UsageError(f"{self.path}: QAT needs the model's layers, and a SavedModel without Keras "
                              "metadata holds only a traced graph; export the Keras model (.keras) for QAT")
         model = self.keras_model if self.is_tf_keras else rebuild_as_tf_keras(self.keras_model)
         if self.needs_wrap:
-            model = with_input_scaling(model, *self.input_range.scale_offset)
+            model = with_wrapping(model, *self.input_range.scale_offset, sigmoid=self.sigmoid_appended)
         return model
 
     def describe(self) -> str:
@@ -626,9 +629,17 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
     function = _make_function(tf, keras_model, trackable, size, rng)
     graph = _frozen_graph(function)
     _refuse_random_ops(graph[0], path, ins.format)
+    sigmoid = False
     if stated_kind is None:
         kind, why = _infer_output_kind(graph, width, path, function, size)
         notes.append(f"output: {width} {kind.value} ({why})")
+    elif stated_kind is OutputKind.LOGITS and width == 1 and _last_op(graph) != "Sigmoid":
+        # One binary logit (the transfer-learning tutorial's Dense(1)): the files end in a
+        # sigmoid, so they give the probability of the second label like any sigmoid model.
+        kind, sigmoid = OutputKind.SIGMOID, True
+        function = _make_function(tf, keras_model, trackable, size, rng, sigmoid=True)
+        notes.append("output: 1 logit (as stated); a sigmoid is added, so the files give the probability "
+                     "of the second label")
     else:
         kind = stated_kind
         notes.append(f"output: {width} {kind.value} (as stated)")
@@ -644,8 +655,8 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
         notes.append(f"expects {stated_range.value.replace(',', '..')} as stated (--input-range); the exported files "
                      "take 0..255 pixels and scale them")
     return LoadedModel(path=path, format=ins.format, name=name, input_size=size, output_width=width,
-                       output_kind=kind, input_range=rng, notes=tuple(notes), keras_model=keras_model,
-                       function=function, trackable=trackable)
+                       output_kind=kind, input_range=rng, notes=tuple(notes), sigmoid_appended=sigmoid,
+                       keras_model=keras_model, function=function, trackable=trackable)
 
 
 def _parse_output_kind(value) -> OutputKind:
@@ -752,7 +763,7 @@ def _fixed_size(shape, path, model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def _make_function(tf, keras_model, trackable, size, rng: InputRange):
+def _make_function(tf, keras_model, trackable, size, rng: InputRange, *, sigmoid: bool = False):
     """tf.function(image) on 0..255 pixels → raw outputs, inference mode."""
     h, w = size
     scale, offset = rng.scale_offset
@@ -780,7 +791,10 @@ def _make_function(tf, keras_model, trackable, size, rng: InputRange):
         y = call(x)
         if isinstance(y, (list, tuple)):
             y = y[0]
-        return tf.identity(tf.cast(y, tf.float32), name="output")
+        y = tf.cast(y, tf.float32)
+        if sigmoid:
+            y = tf.math.sigmoid(y)
+        return tf.identity(y, name="output")
 
     return serve
 
@@ -934,17 +948,21 @@ def _input_scaling_op(graph) -> Optional[str]:
     return None
 
 
-def _infer_output_kind(graph, width: int, path, function, size) -> tuple[OutputKind, str]:
+def _last_op(graph) -> Optional[str]:
+    """The op that makes the output, looking through identities and casts."""
     graph, out_name = graph
     nodes = {n.name: n for n in graph.node}
     node = nodes.get(out_name)
-    op = None
     while node is not None:
         if node.op in ("Identity", "IdentityN", "Cast", "Reshape", "EnsureShape", "StopGradient"):
             node = nodes.get(node.input[0].split(":")[0].lstrip("^"))
             continue
-        op = node.op
-        break
+        return node.op
+    return None
+
+
+def _infer_output_kind(graph, width: int, path, function, size) -> tuple[OutputKind, str]:
+    op = _last_op(graph)
     if op == "Softmax":
         return OutputKind.PROBABILITIES, "the model ends in softmax"
     if op == "Sigmoid":
@@ -960,5 +978,6 @@ def _infer_output_kind(graph, width: int, path, function, size) -> tuple[OutputK
                              "op; state --output-kind probabilities or logits")
     if width == 1:
         raise ModelFileError(f"{path}: the model ends in one unit without a sigmoid; edgeclf needs a binary model "
-                             "to end in Dense(1, activation='sigmoid') (or N logits)")
+                             "to end in Dense(1, activation='sigmoid') (or N logits); if that unit is a binary logit "
+                             "(trained with from_logits=True), pass --output-kind logits and edgeclf adds the sigmoid")
     return OutputKind.LOGITS, f"the last op is {op}, not softmax"

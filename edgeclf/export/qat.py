@@ -169,38 +169,18 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     return rebuilt
 
 
-def with_input_scaling(model, scale: float, offset: float):
-    """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels."""
+def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
+    """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
+    a sigmoid when its one output is a logit."""
     tfk = _keras()
     inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
-    x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(inp)
-    return tfk.Model(inp, model(x), name=model.name)
-
-
-def _inline(model, inputs):
-    from .._optional import import_tensorflow
-
-    tf = import_tensorflow()
-    keras = _keras()
-    if not hasattr(model, "_nodes_by_depth"):
-        raise UsageError(f"QAT cannot take the subclassed model {model.name!r}; build it with the Functional API")
-    usage = model._tensor_usage_count
-    tensors = {}
-    for x, y in zip(model.inputs, inputs):
-        tensors[str(id(x))] = [y] * max(usage[str(id(x))], 1)
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input or any(t not in tensors for t in node.flat_input_ids):
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            if isinstance(node.layer, keras.Model):
-                flat_in = tf.nest.flatten(args)
-                outs = _inline(node.layer, flat_in)
-            else:
-                outs = tf.nest.flatten(node.layer(*args, **kwargs))
-            for x_id, y in zip(node.flat_output_ids, outs):
-                tensors[x_id] = [y] * max(usage.get(x_id, 1), 1)
-    return [tensors[str(id(x))][0] for x in model.outputs]
+    x = inp
+    if (scale, offset) != (1.0, 0.0):
+        x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
+    y = model(x)
+    if sigmoid:
+        y = tfk.layers.Activation("sigmoid", name="binary_sigmoid")(y)
+    return tfk.Model(inp, y, name=model.name)
 
 
 def annotate(model):
