@@ -43,14 +43,22 @@ def _tfmot():
         return require("tensorflow_model_optimization", purpose="quantization-aware training")
 
 
-def flatten_model(model):
-    """One Functional graph with nested models inlined (same layer objects, same weights)."""
+def flatten_model(model, *, layer_outputs: dict | None = None):
+    """One Functional graph with nested models inlined (same layer objects, same weights).
+
+    ``layer_outputs``, when given, is filled with {layer name: its output tensor in the flat
+    graph} (a layer's own ``.output`` is its first call's, inside the nested model)."""
     keras = _keras()
     if not any(isinstance(l, keras.Model) for l in model.layers):
+        if layer_outputs is not None:
+            layer_outputs.update({l.name: l.output for l in model.layers})
         return model
     inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
               for t in model.inputs]
-    outputs = _inline(model, inputs)
+    if layer_outputs is not None:
+        for x in inputs:
+            layer_outputs[x.node.layer.name] = x
+    outputs = _inline(model, inputs, record=layer_outputs)
     return keras.Model(inputs if len(inputs) > 1 else inputs[0],
                        outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
@@ -173,7 +181,7 @@ def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
     """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
     a sigmoid when its one output is a logit."""
     tfk = _keras()
-    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
+    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be "image"
     x = inp
     if (scale, offset) != (1.0, 0.0):
         x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
@@ -181,6 +189,34 @@ def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
     if sigmoid:
         y = tfk.layers.Activation("sigmoid", name="binary_sigmoid")(y)
     return tfk.Model(inp, y, name=model.name)
+
+
+def _inline(model, inputs, record: dict | None = None):
+    from .._optional import import_tensorflow
+
+    tf = import_tensorflow()
+    keras = _keras()
+    if not hasattr(model, "_nodes_by_depth"):
+        raise UsageError(f"QAT cannot take the subclassed model {model.name!r}; build it with the Functional API")
+    usage = model._tensor_usage_count
+    tensors = {}
+    for x, y in zip(model.inputs, inputs):
+        tensors[str(id(x))] = [y] * max(usage[str(id(x))], 1)
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input or any(t not in tensors for t in node.flat_input_ids):
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            if isinstance(node.layer, keras.Model):
+                flat_in = tf.nest.flatten(args)
+                outs = _inline(node.layer, flat_in, record)
+            else:
+                outs = tf.nest.flatten(node.layer(*args, **kwargs))
+                if record is not None:
+                    record[node.layer.name] = outs[0]
+            for x_id, y in zip(node.flat_output_ids, outs):
+                tensors[x_id] = [y] * max(usage.get(x_id, 1), 1)
+    return [tensors[str(id(x))][0] for x in model.outputs]
 
 
 def annotate(model):
@@ -242,7 +278,8 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     keras = _keras()
     if len(images) == 0:
         return {}
-    flat = flatten_model(float_model)
+    layer_out: dict = {}
+    flat = flatten_model(float_model, layer_outputs=layer_out)
     float_names = {l.name for l in flat.layers}
     targets = {}  # range-variable prefix -> float layer whose output it quantizes
     for layer in qmodel.layers:
@@ -260,7 +297,7 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     if not targets:
         return {}
     names = sorted(set(targets.values()))
-    probe = keras.Model(flat.inputs, [flat.get_layer(n).output for n in names])
+    probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     x = images.astype(np.float32)
