@@ -3,9 +3,10 @@ already has (``.keras``, ``.h5``, SavedModel folder) plus ``--labels``.
 
 Every model loads through ``keras_load.load_keras_model``: the format is decided by content,
 the stored config is checked for code before anything is deserialized (a ``Lambda`` layer
-is refused with the reason), and Keras 3 files load with Keras 3 in safe mode. Images for calibration, QAT fine-tuning and validation
-come from the run's ``split.json`` or from a class-folder dataset given with ``--data`` /
-``--calibration``; evaluation images are never used for calibration.
+is refused with the reason), and Keras 3 files load with Keras 3 in safe mode. Images for
+calibration, QAT fine-tuning and validation come from the run's ``split.json`` or from a
+class-folder dataset given with ``--data`` / ``--calibration``; evaluation images are never
+used for calibration.
 """
 
 from __future__ import annotations
@@ -59,16 +60,6 @@ def _sha256_of(path: Path) -> str:
         h.update(str(p.relative_to(path)).encode())
         h.update(file_sha256(p).encode())
     return h.hexdigest()
-
-
-def infer_output_kind(model) -> OutputKind:
-    """What a loaded model gives (``LoadedModel.output_kind``): softmax → probabilities,
-    one sigmoid unit → sigmoid, else logits."""
-    return model.output_kind
-
-
-def model_input_size(model) -> tuple[int, int]:
-    return tuple(model.input_size)
 
 
 ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgeclf needs a binary model to end in "
@@ -268,7 +259,7 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
     if split_seed is None:
         split_seed = seed
     cal_samples: list = []
-    input_size = model_input_size(model)
+    input_size = tuple(model.input_size)
     _check_labels_fit(model, labels, kind, str(path))
     bank = ImageBank(input_size, resize)
     if data is not None:
