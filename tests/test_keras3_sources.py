@@ -194,6 +194,10 @@ def test_savedmodel_with_resizing_and_softmax(k3, data):
     report = export_model(root / "soft_saved", root / "out_soft", labels=root / "labels.txt", data=root / "data",
                           precisions=["float32", "dynamic", "int8", "int16x8"])
     assert report.output_kind == "probabilities" and len(report.files) == 7  # no int16x8 in ONNX
+    import tensorflow as tf
+
+    tf.saved_model.save(model, str(root / "tf_saved"))  # the other way to a plain SavedModel
+    assert load_keras_model(root / "tf_saved").format is SourceFormat.SAVEDMODEL
     # a free-size input takes its size from the Resizing layer
     free = k3.Sequential([k3.Input((None, None, 3)), k3.layers.Resizing(20, 20), k3.layers.Rescaling(1 / 255.0),
                           k3.layers.Flatten(), k3.layers.Dense(3, activation="softmax")])
@@ -218,6 +222,18 @@ def test_a_model_that_does_not_scale_its_input_needs_input_range(k3, data):
     r = export_model(root / "raw.keras", root / "out_raw", labels=root / "labels.txt", data=root / "data",
                      precisions=["float32"], input_range="0,1")
     assert r.files[0].max_abs_diff < 1e-4 and r.files[0].agreement == 1.0
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    args = ["export", str(root / "raw.keras"), "--labels", str(root / "labels.txt"), "--data", str(root / "data"),
+            "--format", "tflite", "--precision", "float32"]
+    refused = CliRunner().invoke(main, args + ["--out", str(root / "cli_no")])
+    assert refused.exit_code == 1 and "--input-range" in refused.output and not (root / "cli_no").exists()
+    bad = CliRunner().invoke(main, args + ["--out", str(root / "cli_bad"), "--input-range", "0,100"])
+    assert bad.exit_code == 2 and "unknown --input-range '0,100'" in bad.output, bad.output
+    ok = CliRunner().invoke(main, args + ["--out", str(root / "cli_ok"), "--input-range", "0,1"])
+    assert ok.exit_code == 0 and "as stated (--input-range)" in ok.output, ok.output
 
 
 def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
