@@ -39,8 +39,8 @@ _PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat")
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
                labels, seed, overwrite, json_path, input_range, output_kind):
     """Convert a trained classifier (a run directory, or a Keras 3 / tf_keras .keras/.h5 or a
-    SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
-    against the Keras model with the TensorFlow-free runtime.
+    SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and
+    input spec, each checked against the Keras model with the TensorFlow-free runtime.
 
     \b
     Examples:
