@@ -300,11 +300,14 @@ def test_missing_tensorflow_names_the_extra(tmp_path):
     (blocker / "tensorflow").mkdir(parents=True)
     (blocker / "tensorflow" / "__init__.py").write_text("raise ImportError(\"No module named 'tensorflow'\")\n")
     data = _dataset(tmp_path, ["a/1.png", "a/2.png", "b/1.png", "b/2.png"])
-    (tmp_path / "user.keras").write_bytes(b"PK\x03\x04 not really a model")
+    # A SavedModel folder: reading its graph needs TensorFlow (a damaged .keras file would be
+    # refused by the content check first, before any import).
+    (tmp_path / "user_model").mkdir()
+    (tmp_path / "user_model" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "labels.txt").write_text("a\nb\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
     for argv in (["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"],
-                 ["export", str(tmp_path / "user.keras"), "--labels", str(tmp_path / "labels.txt"),
+                 ["export", str(tmp_path / "user_model"), "--labels", str(tmp_path / "labels.txt"),
                   "--out", str(tmp_path / "exp")],
                  ["models", "tutorial_cnn"]):
         p = subprocess.run([sys.executable, "-m", "edgeclf.cli", *argv], capture_output=True, text=True, env=env)

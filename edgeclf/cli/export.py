@@ -30,6 +30,11 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--qat-epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
+@click.option("--input-range", "input_range", default=None, metavar="0,255|0,1|-1,1",
+              help="Pixel values the model expects, when it does not scale its input itself "
+                   "(default: inferred); the exported files still take 0..255.")
+@click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
+              help="What the model outputs (default: inferred from its last op).")
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--batch", type=int, default=None, metavar="N",
               help="Fixed batch size of the ONNX/ORT files (1 for phones: NNAPI and CoreML need fixed shapes). "
@@ -43,10 +48,11 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only a folder edgeclf made).")
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, batch, keep_logits, author, license_, description, overwrite, json_out):
-    """Convert a trained classifier (a run directory, or a .keras/.h5/SavedModel with
-    --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
-    against the Keras model with the TensorFlow-free runtime.
+               labels, seed, batch, keep_logits, author, license_, description, overwrite, json_out, input_range,
+               output_kind):
+    """Convert a trained classifier (a run directory, or a Keras 3 / tf_keras .keras/.h5 or a
+    SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and
+    input spec, each checked against the Keras model with the TensorFlow-free runtime.
 
     \b
     Examples:
@@ -64,7 +70,8 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
         source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
         qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, keep_logits=keep_logits, batch=batch,
-        card=ModelCard(description=description, author=author, license=license_),
+        card=ModelCard(description=description, author=author, license=license_), input_range=input_range,
+        output_kind=output_kind,
     )
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):

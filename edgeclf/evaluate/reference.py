@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..runtime.layout import RunDir
-from ..runtime.spec import ModelSpec, OutputKind
+from ..runtime.spec import InputRange, ModelSpec, OutputKind
 from .compare import ImageSet, ModelOutput, align_columns, predict_all
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec
             TensorFlow has run an op in this process).
     """
     from .._optional import import_tensorflow
-    from ..export.source import infer_output_kind, load_keras_model, model_input_size
+    from ..export.source import load_keras_model
     from ..runtime.classifier import to_probabilities
     from ..runtime.latency import measure_latency
 
@@ -59,16 +59,18 @@ def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec
         except RuntimeError:
             threads = None
     t0 = time.perf_counter_ns()
-    model = load_keras_model(path)
+    # A run's model takes 0..255 pixels and its spec says what it outputs; any other model is
+    # inspected by the loader (which also refuses code hidden in the file).
+    model = load_keras_model(path, **({} if spec is None else {"input_range": InputRange.PIXELS,
+                                                               "output_kind": spec.output_kind}))
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     if spec is None:
-        spec = ModelSpec(labels=tuple(labels), input_size=model_input_size(model),
-                         output_kind=infer_output_kind(model))
-    kind = OutputKind(spec.output_kind)
+        spec = ModelSpec(labels=tuple(labels), input_size=model.input_size, output_kind=model.output_kind)
+    kind = OutputKind(model.output_kind)
     batch = images.batch(spec.input_size, spec.resize_method)
 
     def proba(x):
-        return to_probabilities(np.asarray(model(x.astype(np.float32), training=False)), kind)
+        return to_probabilities(model.predict(x.astype(np.float32)), kind)
 
     probs = align_columns(predict_all(proba, batch, label=f"{path.name:<24}"), spec.labels, labels, name=str(path))
     latency = None

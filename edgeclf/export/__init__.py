@@ -15,6 +15,8 @@ _LAZY = {
     "export_model": "edgeclf.export.exporter",
     "ExportReport": "edgeclf.export.exporter",
     "ExportedFile": "edgeclf.export.exporter",
+    "load_keras_model": "edgeclf.export.keras_load",
+    "LoadedModel": "edgeclf.export.keras_load",
 }
 
 __all__ = sorted(_LAZY)

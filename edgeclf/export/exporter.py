@@ -175,7 +175,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  labels=None, data=None, calibration=None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
                  seed: Optional[int] = None, overwrite: bool = False, keep_logits: bool = False,
-                 batch: Optional[int] = None, card=None) -> ExportReport:
+                 batch: Optional[int] = None, card=None, input_range: Optional[str] = None,
+                 output_kind: Optional[str] = None) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -202,6 +203,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             need fixed shapes); default: any batch.
         card: an ``std_metadata.ModelCard`` (name, description, version, author, licence)
             for the standard TFLite metadata.
+        input_range: the pixel values the model expects ("0,255", "0,1", "-1,1"); default:
+            inferred. Every file still takes 0..255 pixels (the scaling is put in front).
+        output_kind: "logits", "probabilities" or "sigmoid"; default: inferred.
 
     Returns:
         An ``ExportReport``.
@@ -240,7 +244,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
 
     info(f"Loading {source} ...")
-    src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
+    src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
+                      input_range=input_range, output_kind=output_kind)
     if not keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
         from dataclasses import replace
 

@@ -11,7 +11,7 @@ scale for probabilities.
 
 from __future__ import annotations
 
-from ..runtime.metadata import OutputKind
+from ..runtime.spec import OutputKind
 
 PROBABILITIES_LAYER = "probabilities"
 
@@ -29,6 +29,23 @@ def with_probability_head(model, output_kind: OutputKind):
     kind = OutputKind(output_kind)
     if kind is not OutputKind.LOGITS:
         return model, kind
+    from .keras_load import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        if model.is_tf_keras and not model.needs_wrap:
+            # Our own runs and tf_keras files: extend the Keras graph itself (the converters then
+            # take the Keras model as before, and QAT sees one flat model).
+            from dataclasses import replace
+
+            from .._optional import import_tensorflow
+            from .keras_load import _make_function
+
+            head, _ = with_probability_head(model.keras_model, kind)
+            tf = import_tensorflow()
+            function = _make_function(tf, head, head, model.input_size, model.input_range)
+            return replace(model, keras_model=head, trackable=head, function=function,
+                           output_kind=OutputKind.PROBABILITIES, _cache={}), OutputKind.PROBABILITIES
+        return model.with_softmax(), OutputKind.PROBABILITIES
     from .._optional import import_keras
 
     keras = import_keras()

@@ -39,24 +39,39 @@ def _rename_value(graph, old: str, new: str) -> None:
 
 
 def convert_onnx(model, *, output_kind: OutputKind, opset: int = OPSET):
-    """A Keras model (float or QAT) as an ONNX ModelProto with the edgeclf input/output names."""
+    """A tf_keras model (float or QAT) or a ``keras_load.LoadedModel`` as an ONNX ModelProto
+    with the edgeclf input/output names (input ``image``, output named after its kind)."""
     from .._optional import import_tensorflow, require
 
     tf = import_tensorflow()
     onnx = _onnx()
     with native_stderr_silenced():
         tf2onnx = require("tf2onnx", purpose="ONNX export")
-    h, w = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
+    from .keras_load import LoadedModel
+
+    if isinstance(model, LoadedModel) and model.is_tf_keras and not model.needs_wrap:
+        model = model.keras_model
+    if isinstance(model, LoadedModel):  # Keras 3 / SavedModel / wrapped input: the traced function
+        h, w = model.input_size
+    else:
+        h, w = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
     spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name=INPUT_NAME),)
     try:
         with native_stderr_silenced():
-            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+            if isinstance(model, LoadedModel):  # the frozen, pruned inference graph
+                gdef, inp, out = model.frozen_graph()
+                proto, _ = tf2onnx.convert.from_graph_def(gdef, input_names=[inp + ":0"], output_names=[out + ":0"],
+                                                          opset=opset)
+            else:
+                proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError
         raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
     graph = proto.graph
     if len(graph.output) != 1:
         raise ExportError(f"ONNX conversion gave {len(graph.output)} outputs; a classifier has one")
     _rename_value(graph, graph.output[0].name, OutputKind(output_kind).value)
+    if len(graph.input) == 1 and graph.input[0].name != INPUT_NAME:
+        _rename_value(graph, graph.input[0].name, INPUT_NAME)
     for v in list(graph.input) + list(graph.output):
         dim0 = v.type.tensor_type.shape.dim[0]
         dim0.ClearField("dim_value")

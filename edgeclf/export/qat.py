@@ -43,14 +43,22 @@ def _tfmot():
         return require("tensorflow_model_optimization", purpose="quantization-aware training")
 
 
-def flatten_model(model):
-    """One Functional graph with nested models inlined (same layer objects, same weights)."""
+def flatten_model(model, *, layer_outputs: dict | None = None):
+    """One Functional graph with nested models inlined (same layer objects, same weights).
+
+    ``layer_outputs``, when given, is filled with {layer name: its output tensor in the flat
+    graph} (a layer's own ``.output`` is its first call's, inside the nested model)."""
     keras = _keras()
     if not any(isinstance(l, keras.Model) for l in model.layers):
+        if layer_outputs is not None:
+            layer_outputs.update({l.name: l.output for l in model.layers})
         return model
     inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
               for t in model.inputs]
-    outputs = _inline(model, inputs)
+    if layer_outputs is not None:
+        for x in inputs:
+            layer_outputs[x.node.layer.name] = x
+    outputs = _inline(model, inputs, record=layer_outputs)
     return keras.Model(inputs if len(inputs) > 1 else inputs[0],
                        outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
@@ -61,7 +69,129 @@ def _keras():
     return import_keras()
 
 
-def _inline(model, inputs):
+# Keras 3 operations (not layers) that a functional graph may hold, as the TF functions
+# tf_keras turns into TFOpLambda layers: what ``preprocess_input`` and ``x / 127.5`` become.
+_K3_OPS = {"TrueDivide": "math.truediv", "Divide": "math.truediv", "Subtract": "math.subtract",
+           "Add": "math.add", "Multiply": "math.multiply", "Negative": "math.negative"}
+
+
+def _tf_keras_config(layer, cls) -> dict:
+    """A Keras 3 layer's config as ``cls`` (its tf_keras twin) takes it; weights come later."""
+    import inspect
+
+    cfg = dict(layer.get_config())
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        cfg["dtype"] = (dtype.get("config") or {}).get("name", "float32")
+    for key, value in list(cfg.items()):
+        if key.endswith(("_initializer", "_regularizer", "_constraint")):
+            del cfg[key]
+        elif isinstance(value, dict) and value.get("class_name") == "function":
+            cfg[key] = value.get("config")
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in cfg.items() if k in params or k in ("name", "dtype", "trainable")}
+
+
+def rebuild_as_tf_keras(model, *, check_images: int = 4):
+    """A Keras 3 functional/sequential model rebuilt as a flat tf_keras model, same weights.
+
+    Every layer is rebuilt from its config as the tf_keras layer of the same class and given
+    the same weights; nested models are inlined; augmentation (``Random*``) layers are left
+    out (they do nothing at inference and QAT fine-tunes without them); Keras 3 math ops
+    become tf_keras TFOpLambda layers. The rebuilt model is checked against the original on
+    random images. Raises UsageError naming the first layer that has no tf_keras twin.
+    """
+    import keras as k3
+
+    from .._optional import import_tensorflow
+    from .keras_load import AUGMENTATION_LAYERS
+
+    tf = import_tensorflow()
+    tfk = _keras()
+    made: dict[int, object] = {}  # id(keras 3 layer) -> tf_keras layer (shared layers stay shared)
+    pairs: list = []
+
+    def graph_of(m):
+        if isinstance(m, k3.Sequential):
+            if getattr(m, "_functional", None) is None:
+                raise UsageError(f"QAT cannot rebuild the Sequential {m.name!r}: it has no input shape")
+            return m._functional
+        if not hasattr(m, "_run_through_graph"):
+            raise UsageError(f"QAT cannot rebuild the subclassed model {m.name!r}; build it with the Functional API")
+        return m
+
+    def translate(op):
+        if isinstance(op, k3.Model):
+            inner = graph_of(op)
+            return lambda *args, **kwargs: inner._run_through_graph(args[0], operation_fn=translate)
+        kind = type(op).__name__
+        if not isinstance(op, k3.layers.Layer):
+            fn_name = _K3_OPS.get(kind)
+            if fn_name is None:
+                raise UsageError(f"QAT cannot rebuild operation {op.name!r} ({kind}) as a tf_keras layer; "
+                                 "export the other precisions without qat")
+            fn = tf.math.__dict__[fn_name.split(".")[1]]
+            return lambda *args, **kwargs: fn(*args)
+        if kind in AUGMENTATION_LAYERS or kind == "InputLayer":
+            return lambda x, *args, **kwargs: x
+        cls = getattr(tfk.layers, kind, None)
+        if cls is None:
+            raise UsageError(f"QAT cannot rebuild layer {op.name!r} ({kind}): tf_keras has no such layer; "
+                             "export the other precisions without qat")
+        if id(op) not in made:
+            try:
+                made[id(op)] = cls(**_tf_keras_config(op, cls))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"QAT cannot rebuild layer {op.name!r} ({kind}) as a tf_keras layer "
+                                 f"({str(exc).splitlines()[0][:200]})") from None
+            if op.weights:
+                pairs.append((op, made[id(op)]))
+        layer = made[id(op)]
+
+        def call(*args, **kwargs):
+            kwargs.pop("training", None)
+            return layer(*args, **kwargs)
+
+        return call
+
+    graph = graph_of(model)
+    shape = tuple(model.inputs[0].shape[1:])
+    inp = tfk.Input(shape=shape, name="image")
+    with native_stderr_silenced():
+        out = graph._run_through_graph(inp, operation_fn=translate)
+        out = tf.nest.flatten(out)[0]
+        rebuilt = tfk.Model(inp, out, name=model.name)
+    for k3_layer, tfk_layer in pairs:
+        try:
+            tfk_layer.set_weights(k3_layer.get_weights())
+        except ValueError as exc:
+            raise UsageError(f"QAT cannot copy the weights of layer {k3_layer.name!r} ({type(k3_layer).__name__}) "
+                             f"into tf_keras ({str(exc).splitlines()[0][:200]})") from None
+    if check_images and all(d is not None for d in shape):
+        x = np.random.default_rng(0).uniform(0, 255, (check_images, *shape)).astype(np.float32)
+        want = np.asarray(model(x, training=False))
+        got = np.asarray(rebuilt(x, training=False))
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(want).max()))):
+            raise UsageError(f"QAT: the tf_keras rebuild of {model.name!r} differs from the Keras 3 model "
+                             f"(max difference {float(np.abs(got - want).max()):.3g}); export without qat")
+    return rebuilt
+
+
+def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
+    """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
+    a sigmoid when its one output is a logit."""
+    tfk = _keras()
+    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be "image"
+    x = inp
+    if (scale, offset) != (1.0, 0.0):
+        x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
+    y = model(x)
+    if sigmoid:
+        y = tfk.layers.Activation("sigmoid", name="binary_sigmoid")(y)
+    return tfk.Model(inp, y, name=model.name)
+
+
+def _inline(model, inputs, record: dict | None = None):
     from .._optional import import_tensorflow
 
     tf = import_tensorflow()
@@ -79,9 +209,11 @@ def _inline(model, inputs):
             args, kwargs = node.map_arguments(tensors)
             if isinstance(node.layer, keras.Model):
                 flat_in = tf.nest.flatten(args)
-                outs = _inline(node.layer, flat_in)
+                outs = _inline(node.layer, flat_in, record)
             else:
                 outs = tf.nest.flatten(node.layer(*args, **kwargs))
+                if record is not None:
+                    record[node.layer.name] = outs[0]
             for x_id, y in zip(node.flat_output_ids, outs):
                 tensors[x_id] = [y] * max(usage.get(x_id, 1), 1)
     return [tensors[str(id(x))][0] for x in model.outputs]
@@ -146,7 +278,8 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     keras = _keras()
     if len(images) == 0:
         return {}
-    flat = flatten_model(float_model)
+    layer_out: dict = {}
+    flat = flatten_model(float_model, layer_outputs=layer_out)
     float_names = {l.name for l in flat.layers}
     targets = {}  # range-variable prefix -> float layer whose output it quantizes
     for layer in qmodel.layers:
@@ -164,7 +297,7 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     if not targets:
         return {}
     names = sorted(set(targets.values()))
-    probe = keras.Model(flat.inputs, [flat.get_layer(n).output for n in names])
+    probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     x = images.astype(np.float32)
@@ -205,6 +338,8 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
 
     tf = import_tensorflow()
     keras = _keras()
+    if hasattr(model, "tf_keras_for_qat"):  # a keras_load.LoadedModel: Keras 3, SavedModel, wrapped input
+        model = model.tf_keras_for_qat()
     if epochs < 0:
         raise UsageError(f"--qat-epochs must be 0 or more, not {epochs}")
     if len(images) == 0 or (indices < 0).any():

@@ -33,7 +33,9 @@ def _representative(images: np.ndarray):
 
 def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | None = None,
                    io: IOType = IOType.UINT8) -> bytes:
-    """Convert a Keras model (a QAT model for ``Precision.QAT``) to TFLite bytes.
+    """Convert a model to TFLite bytes: a tf_keras model (a QAT model for ``Precision.QAT``)
+    or a ``keras_load.LoadedModel`` (Keras 3, tf_keras or SavedModel; traced in inference
+    mode, so augmentation and Dropout are not in the file).
 
     ``io`` applies to the full-integer precisions (int8, qat); int16x8 keeps float32 io,
     the float and dynamic-range files always take float32.
@@ -43,7 +45,7 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
     tf = import_tensorflow()
     precision = Precision(precision)
     with native_stderr_silenced():
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = _converter(tf, model)
     if precision is Precision.FLOAT16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -67,6 +69,18 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"TFLite conversion to {precision.value} failed: {first}") from None
+
+
+def _converter(tf, model):
+    from .keras_load import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        if model.is_tf_keras and not model.needs_wrap:
+            return tf.lite.TFLiteConverter.from_keras_model(model.keras_model)
+        # Frozen first: with variables left to the converter, a nested Keras 3 model's weights
+        # came out as READ_VARIABLE ops that fail at run time.
+        return tf.lite.TFLiteConverter.from_concrete_functions([model.concrete_function()])
+    return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
 def tflite_op_names(model_bytes: bytes) -> list[str]:

@@ -72,6 +72,34 @@ class IOType(str, Enum):
     FLOAT32 = "float32"
 
 
+class InputRange(str, Enum):
+    """The pixel values a model expects; every exported file still takes 0..255."""
+
+    PIXELS = "0,255"
+    UNIT = "0,1"
+    SIGNED = "-1,1"
+
+    @property
+    def scale_offset(self) -> tuple[float, float]:
+        """(scale, offset) taking 0..255 pixels to this range."""
+        return {InputRange.PIXELS: (1.0, 0.0), InputRange.UNIT: (1 / 255.0, 0.0),
+                InputRange.SIGNED: (1 / 127.5, -1.0)}[self]
+
+    @classmethod
+    def parse(cls, value) -> "InputRange":
+        if isinstance(value, cls):
+            return value
+        text = str(value).replace(" ", "").replace("..", ",")
+        for r in cls:
+            lo, hi = r.value.split(",")
+            if text in (r.value, f"{float(lo):g},{float(hi):g}", f"{float(lo)},{float(hi)}"):
+                return r
+        from ..errors import UsageError
+
+        raise UsageError(f"unknown --input-range {value!r}; choose from: {', '.join(r.value for r in cls)} "
+                         "(the values the model was trained on)")
+
+
 def choices(enum: type[Enum]) -> list[str]:
     """The values of ``enum``, in declaration order: what a CLI option offers."""
     return [m.value for m in enum]
