@@ -305,7 +305,7 @@ def test_labels_that_do_not_fit_the_model(run_dir, tmp_path):
     from edgeclf.export.source import load_source
 
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    with pytest.raises(UsageError, match="2 labels given but the model has 3 outputs"):
+    with pytest.raises(UsageError, match="2 labels but the model has 3 outputs"):
         load_source(run_dir, labels_file=tmp_path / "labels.txt")
 
 

@@ -124,3 +124,8 @@ def test_data_split_drops_unreadable_images_first_as_training_does(tmp_path, mon
     assert val == [(p, to_label[y]) for p, y in want.val]
     assert train == [(p, to_label[y]) for p, y in want.train] and test == []
     assert bank.get(train[0][0]).shape == (32, 32, 3) and bank.decoded == 0  # decoded once, in the split
+
+
+def test_collapse_is_not_judged_on_rows_the_reference_cannot_decide():
+    undecided = np.tile([[0.5002, 0.4998]], (12, 1))
+    assert collapse_reason(np.tile([[0.4999, 0.5001]], (12, 1)), undecided) is None

@@ -188,7 +188,7 @@ def test_run_directory_model_goes_through_the_same_door(tmp_path):
     split = json.loads((run / "split.json").read_text())
     split["val"][0][1] = 7
     (run / "split.json").write_text(json.dumps(split))
-    with pytest.raises(DataError, match="label index 7, outside the 3 labels"):
+    with pytest.raises(DataError, match="label index 7, outside the run's 3 labels"):
         load_source(run)
     (run / "model.keras").unlink()
     os.mkfifo(run / "model.keras")

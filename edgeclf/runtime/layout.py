@@ -134,6 +134,11 @@ class ExportDir:
 
     REPORT = "export.json"
     GOLDEN = "golden.npz"
+    # golden.npz keys: "images", then per exported file F (its name at export time) these + F.
+    GOLDEN_IMAGES_KEY = "images"
+    GOLDEN_PROBS = "probs::"
+    GOLDEN_ATOL = "atol::"
+    GOLDEN_SHA256 = "sha256::"
 
     def __init__(self, path):
         self.path = Path(path).expanduser()

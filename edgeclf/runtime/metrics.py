@@ -298,9 +298,16 @@ def collapse_reason(probs, reference) -> Optional[str]:
     """Why a quantized model's predictions look collapsed against its reference, or None.
 
     Collapsed: one class for every image where the reference predicts several, or top-1
-    agreement no better than chance + 10 points (with 10 or more images)."""
+    agreement no better than chance + 10 points (with 10 or more images), counted over the
+    images where the reference's best two classes are more than 1e-3 apart."""
     a, b = _probs(probs, "probabilities"), _probs(reference, "reference probabilities")
     _same_shape(a, b)
+    # Rows where the reference itself is undecided (an untrained model gives 0.5002/0.4998) say
+    # nothing about the quantized file: judge only the rows the reference is sure of.
+    if b.shape[1] > 1:
+        top2 = np.sort(b, axis=1)[:, -2:]
+        sure = (top2[:, 1] - top2[:, 0]) > 1e-3
+        a, b = a[sure], b[sure]
     n, c = a.shape
     if n < 4:
         return None

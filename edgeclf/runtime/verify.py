@@ -23,10 +23,10 @@ import numpy as np
 from ..errors import DataError
 from .backend import first_line, read_model_bytes
 from .classifier import Classifier, load_classifier
+from .layout import ExportDir
+from .metrics import top1_agreement
 
-PROBS = "probs::"
-ATOL = "atol::"
-SHA256 = "sha256::"
+PROBS, ATOL, SHA256 = ExportDir.GOLDEN_PROBS, ExportDir.GOLDEN_ATOL, ExportDir.GOLDEN_SHA256
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def load_golden(path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RecursionError) as exc:
         raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
                         "export directory") from None
-    if "images" not in arrays:
+    if ExportDir.GOLDEN_IMAGES_KEY not in arrays:
         raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
-    images = arrays["images"]
+    images = arrays[ExportDir.GOLDEN_IMAGES_KEY]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"{p}: 'images' is {images.dtype} {list(images.shape)}, not uint8 (N, H, W, 3); "
                         "copy the golden file again from the export directory")
@@ -157,7 +157,7 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
     arrays = load_golden(golden)
     name, _ = _entry_for(clf, arrays, golden)
-    images = arrays["images"]
+    images = arrays[ExportDir.GOLDEN_IMAGES_KEY]
     recorded = arrays[PROBS + name]
     if recorded.dtype.kind != "f":
         raise DataError(f"{golden}: recorded probabilities for {name} are {recorded.dtype}, not numbers; "
@@ -184,7 +184,7 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
         deviations.append(Deviation(image=int(i), label=clf.labels[j], expected=float(expected[i, j]),
                                     got=float(got[i, j]), abs_diff=float(diff[i, j])))
     max_diff = float(per_image.max()) if len(per_image) else 0.0
-    agree = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if len(images) else 1.0
+    agree = top1_agreement(got, expected) if len(images) else 1.0
     return GoldenReport(
         model=str(clf.path), golden=str(golden), entry=name, images=int(len(images)), atol=atol,
         max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
