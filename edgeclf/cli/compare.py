@@ -77,6 +77,10 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
                    f"{_describe_gates(max_accuracy_drop, min_agreement)}")
         if cmp.system is not None:
             click.echo(f"machine: {cmp.system.summary()}")
+        from ..evaluate.report import speed_lines, speed_notes  # issue 15: files not faster than float32 here
+
+        for line in speed_lines(speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))):
+            click.echo(line)
     for m in cmp.models:
         for f in m.parity.failures:
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
@@ -112,7 +116,7 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
     """
     from .._term import info
     from ..errors import UsageError
-    from ..evaluate.bench import bench_one, bench_table
+    from ..evaluate.bench import bench_one, bench_speed_lines, bench_speed_notes, bench_table
     from ..evaluate.compare import expand_models
     from ..runtime.latency import system_info
 
@@ -135,7 +139,8 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
             results.append(bench_one(path, threads=t, batch_size=batch_size, warmup=warmup, runs=runs,
                                      seconds=seconds))
     emit_json(json_out, {"system": sysinfo.to_dict(), "warmup": warmup, "runs": runs, "seconds": seconds,
-                         "results": [r.to_dict() for r in results]})
+                         "results": [r.to_dict() for r in results],
+                         "speed_notes": bench_speed_notes(results, sysinfo)})
     if json_to_stdout(json_out):
         return
     click.echo(bench_table(results))
@@ -143,6 +148,8 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
                "each format also pays for importing its engine); peak RSS is the process's high-water mark, "
                "RSS + what loading and running the file added")
     click.echo(f"machine: {sysinfo.summary()}")
+    for line in bench_speed_lines(results, sysinfo):
+        click.echo(line)
 
 
 COMMANDS.append(bench_cmd)
