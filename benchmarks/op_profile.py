@@ -168,6 +168,37 @@ def op_rows(result: dict) -> list[list]:
     return rows
 
 
+def type_table(results: list[dict]) -> str:
+    """Operator types down, files across: where each file spends its time."""
+    from edgeclf._term import format_table
+
+    types = list(OrderedDict.fromkeys(t["op"] for r in results for t in r["by_type"]))
+    headers = ["op type"] + [f"{Path(r['path']).stem} ms (n, builtin)" for r in results]
+    rows = []
+    for t in types:
+        row = [t]
+        for r in results:
+            e = next((x for x in r["by_type"] if x["op"] == t), None)
+            row.append("-" if e is None else f"{e['ms']:.3f} ({e['count']}, {e['builtin']})")
+        rows.append(row)
+    rows.append(["total (sum of ops)"] + [f"{r['sum_ms']:.3f}" for r in results])
+    rows.append(["whole file"] + [f"{r['whole_ms']:.3f}" for r in results])
+    return format_table(headers, rows)
+
+
+def first_op_note(results: list[dict]) -> list[str]:
+    """Lines naming the single most expensive operator of each file, and its share."""
+    out = []
+    for r in results:
+        if not r["ops"]:
+            continue
+        top = max(r["ops"], key=lambda o: o["ms"])
+        out.append(f"{Path(r['path']).name}: most time in op {top['index']} {top['op']} "
+                   f"({'x'.join(map(str, top['out_shape'][1:]))}, {top['weights'] or '-'}, {top['engine']}): "
+                   f"{top['ms']:.3f} ms, {100 * top['ms'] / max(r['sum_ms'], 1e-9):.0f}% of the file")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+", help=".tflite files (e.g. the float32 and int8 files of one model)")
@@ -194,20 +225,10 @@ def main(argv=None) -> int:
               f"({r['threads']} thread(s), {'XNNPACK' if r['xnnpack'] else 'builtin kernels only'})")
         if args.per_op:
             print(format_table(["#", "op", "output", "types", "weights", "engine", "ms", "share"], op_rows(r)))
-    # Operator types side by side: where each file spends its time.
-    types = list(OrderedDict.fromkeys(t["op"] for r in results for t in r["by_type"]))
-    headers = ["op type"] + [f"{Path(r['path']).stem} ms (n, builtin)" for r in results]
-    rows = []
-    for t in types:
-        row = [t]
-        for r in results:
-            e = next((x for x in r["by_type"] if x["op"] == t), None)
-            row.append("-" if e is None else f"{e['ms']:.3f} ({e['count']}, {e['builtin']})")
-        rows.append(row)
-    rows.append(["total (sum of ops)"] + [f"{r['sum_ms']:.3f}" for r in results])
-    rows.append(["whole file"] + [f"{r['whole_ms']:.3f}" for r in results])
     print("\nper operator type: milliseconds (operators, of them run by LiteRT's builtin kernels, not XNNPACK)")
-    print(format_table(headers, rows))
+    print(type_table(results))
+    for line in first_op_note(results):
+        print(line)
     print(f"\nmachine: {info.summary()}; threads: {args.threads}; batch 1; each prefix: min of {args.invokes} "
           f"invokes, median of {args.sweeps} sweeps")
     if args.json:
