@@ -15,7 +15,11 @@ rough estimate: threads x clock (GHz, /proc/cpuinfo) x FP32 FLOP per cycle per c
 (64 with AVX-512, 32 with AVX2+FMA or Zen 4's AVX-512, 16 with AVX, 8 otherwise; two FMA units
 assumed).
 
-    /work/venv/bin/python benchmarks/precision_latency.py --threads 2 --seconds 2
+    /work/venv/bin/python benchmarks/precision_latency.py --threads 2 --seconds 2 [--op-profile]
+
+Below each table: the files not faster than float32 of their format here (``edgeclf.evaluate.report
+.speed_notes``), and with --op-profile the time per operator type of the TFLite float32, dynamic
+and int8 files (benchmarks/op_profile.py). The machine line names the CPU's int8 features.
 """
 
 from __future__ import annotations
@@ -144,6 +148,22 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
                 data = proto.SerializeToString()
             path = write_bytes(out_dir / f"model_{prec}.{fmt}", data)
             files.append({"path": str(path), "format": fmt, "precision": prec, "size_bytes": len(data),
+                          "convert_s": time.monotonic() - t})
+            print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
+    if "tflite" in formats:
+        # Issue 15's experiment: int8 with the first convolution kept float32 (not full-integer).
+        from edgeclf.export.tflite_rewrite import convert_int8_float_first_conv
+
+        prec, target = "int8 (float first conv)", out_dir / "model_int8_float_first_conv.tflite"
+        if reuse and target.exists():
+            files.append({"path": str(target), "format": "tflite", "precision": prec,
+                          "size_bytes": target.stat().st_size, "convert_s": None})
+        else:
+            t = time.monotonic()
+            meta = ModelMetadata(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision="int8")
+            data = embed_tflite_metadata(convert_int8_float_first_conv(model, cal), meta)
+            path = write_bytes(target, data)
+            files.append({"path": str(path), "format": "tflite", "precision": prec, "size_bytes": len(data),
                           "convert_s": time.monotonic() - t})
             print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
     return files
@@ -276,7 +296,7 @@ def main(argv=None) -> int:
             from op_profile import profile
 
             files = [r["path"] for r in results[-1]["rows"] if r["format"] == "tflite"
-                     and r["precision"] in ("float32", "dynamic", "int8")]
+                     and r["precision"] in ("float32", "dynamic", "int8", "int8 (float first conv)")]
             print(f"  per-operator profile of {len(files)} TFLite files", flush=True)
             results[-1]["op_profile"] = [profile(f, threads=threads, sweeps=3, invokes=5) for f in files]
     out = {"system": info.to_dict(), "tensorflow": tf.__version__, "threads": threads, "peak_gflops": peak,
