@@ -298,7 +298,8 @@ def main(argv=None) -> int:
             files = [r["path"] for r in results[-1]["rows"] if r["format"] == "tflite"
                      and r["precision"] in ("float32", "dynamic", "int8", "int8 (float first conv)")]
             print(f"  per-operator profile of {len(files)} TFLite files", flush=True)
-            results[-1]["op_profile"] = [profile(f, threads=threads, sweeps=3, invokes=5) for f in files]
+            # One thread: prefix differences are stable only when no other thread shares the core.
+            results[-1]["op_profile"] = [profile(f, threads=1, sweeps=5, invokes=5) for f in files]
     out = {"system": info.to_dict(), "tensorflow": tf.__version__, "threads": threads, "peak_gflops": peak,
            "peak_estimate": how, "seconds_per_measurement": args.seconds, "warmup": args.warmup,
            "wall_s": time.monotonic() - t0, "results": results}
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
         if r.get("op_profile"):
             from op_profile import first_op_note, type_table
 
-            print(f"\nwhere the time goes (per operator type, ms; {threads} thread(s)):")
+            print("\nwhere the time goes (per operator type, ms; 1 thread, benchmarks/op_profile.py):")
             print(type_table(r["op_profile"]))
             for line in first_op_note(r["op_profile"]):
                 print(line)
