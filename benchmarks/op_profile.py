@@ -146,6 +146,9 @@ def profile(path: str, *, threads: int, sweeps: int, invokes: int, xnnpack: bool
         op["prefix_ms"] = cum[k]
         op["ms"] = cum[k] - prev
         prev = cum[k]
+    for op in ops:  # tensor indices only served to cut the graph; keep the JSON readable
+        op.pop("inputs", None)
+        op["output"] = op.pop("outputs")[0]
     by_type: "OrderedDict[str, dict]" = OrderedDict()
     for op in ops:
         key = op["op"]

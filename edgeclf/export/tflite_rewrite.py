@@ -7,9 +7,9 @@ convolutions and fully connected layers, but not dynamic-range depthwise convolu
 each of those fell back to LiteRT's hybrid kernel, which quantizes its input on every call,
 and split the graph into one XNNPACK partition per depthwise layer. On MobileNetV2 (224 px)
 15 of 17 depthwise layers ran that way: 3.4 ms against 0.6 ms in float32, the whole file
-1.6x slower than float32 on a Sapphire Rapids and 2.1x on an AVX2-only EPYC (issue 15,
+1.6x slower than float32 on an AMX/VNNI Xeon and 2.1x on the non-VNNI EPYC of issue 15 (
 ``benchmarks/op_profile.py``). Depthwise kernels are tiny (3x3 per channel, 66 K values in
-all of MobileNetV2), so storing them as float32 costs ~200 KB and lets XNNPACK run the whole
+all of MobileNetV2), so storing them as float32 costs ~100 KB and lets XNNPACK run the whole
 graph. The values are the int8 values times their scales, exactly what the hybrid kernel
 multiplied by.
 """
@@ -91,7 +91,7 @@ def convert_int8_float_first_conv(model, calibration: np.ndarray) -> bytes:
     channels wastes most of its arithmetic: on tutorial_cnn at 180 px it took 64% of the int8
     file's time and 3.6x the float32 layer's (``benchmarks/op_profile.py``). Keeping that one
     layer float32 (input dequantized, output quantized) made the file 0.45x float32 instead of
-    0.81x on a Sapphire Rapids. The file is no longer full-integer, so integer-only
+    0.81x on an AMX/VNNI Xeon. The file is no longer full-integer, so integer-only
     accelerators (Edge TPU, microcontrollers) cannot take it whole; that is why this is not
     what ``Precision.INT8`` exports. Its input and output are float32 (pixels 0..255 in,
     the model's output out), like the float files'.
