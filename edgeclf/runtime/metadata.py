@@ -38,17 +38,6 @@ def sniff_format(data: bytes) -> Optional[str]:
     return None
 
 
-def _tflite_schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        from .._optional import require
-
-        require("ai_edge_litert", purpose="reading TFLite files")
-        raise
-    return schema
-
-
 def read_tflite_metadata(data: bytes, *, source: str = "model") -> Optional[ModelMetadata]:
     """The edgeclf metadata in a TFLite flatbuffer, or None when it carries none."""
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
