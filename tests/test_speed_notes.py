@@ -88,3 +88,36 @@ def test_bench_prints_the_lines(tmp_path):
     lines = bench_speed_lines(results, sysinfo)
     assert len(lines) == 1 and "int8 is 1.08x slower than float32 here" in lines[0] and "no VNNI/AMX" in lines[0]
     assert bench_speed_notes(results, sysinfo)[0]["name"] == "model_int8.tflite"
+
+
+def test_bench_command_prints_and_writes_the_notes(tmp_path, monkeypatch):
+    # Synthetic latencies through the real command: no timing decides what this test sees.
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    import edgeclf.evaluate.bench as bench
+    from edgeclf.cli import main
+    from edgeclf.runtime.latency import BenchResult, ColdStart, LatencyStats
+
+    fixtures = Path(__file__).parent / "fixtures"
+    p50 = {"colour_float32.tflite": 1.0, "colour_dynamic.tflite": 2.5, "colour_int8.tflite": 0.5}
+
+    def fake_bench_one(path, *, threads=None, **_):
+        name = Path(path).name
+        lat = LatencyStats.from_samples([p50[name]] * 3)
+        return BenchResult(path=str(path), format="tflite", precision=name.split("_")[1].split(".")[0],
+                           size_bytes=1, input_size=(32, 32), threads=threads or 2,
+                           cold_start=ColdStart(1.0, 1.0), latency=lat)
+
+    monkeypatch.setattr(bench, "bench_one", fake_bench_one)
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(main, ["bench"] + [str(fixtures / n) for n in p50] + ["--json", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("not faster than float32 here:")]
+    assert len(lines) == 1 and "colour_dynamic.tflite: dynamic-range is 2.50x slower" in lines[0], res.output
+    assert lines[0].endswith("prefer int8 (0.50x)") or "prefer int8 (0.50x) (this CPU" in lines[0], lines[0]
+    notes = json.loads(out.read_text())["speed_notes"]
+    assert [n["name"] for n in notes] == ["colour_dynamic.tflite"] and notes[0]["ratio"] == 2.5
+    assert "int8" in json.loads(out.read_text())["system"], "the JSON names the CPU's int8 features"

@@ -64,8 +64,9 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_f
 def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
-    from ..evaluate.report import comparison_table, per_class_table
+    from ..evaluate.report import comparison_table, per_class_table, speed_lines, speed_notes
 
+    notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))  # files not faster than float32 here
     if not json_to_stdout(json_out):
         click.echo(comparison_table(cmp))
         click.echo("\naccuracy per class: the reference's, and each file's difference from it (points)")
@@ -77,14 +78,12 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
                    f"{_describe_gates(max_accuracy_drop, min_agreement)}")
         if cmp.system is not None:
             click.echo(f"machine: {cmp.system.summary()}")
-        from ..evaluate.report import speed_lines, speed_notes  # issue 15: files not faster than float32 here
-
-        for line in speed_lines(speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))):
+        for line in speed_lines(notes):
             click.echo(line)
     for m in cmp.models:
         for f in m.parity.failures:
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
-    emit_json(json_out, cmp.to_dict())
+    emit_json(json_out, {**cmp.to_dict(), "speed_notes": [n.to_dict() for n in notes]})
     if report_dir:
         from ..evaluate.report import write_report
 
