@@ -15,7 +15,11 @@ rough estimate: threads x clock (GHz, /proc/cpuinfo) x FP32 FLOP per cycle per c
 (64 with AVX-512, 32 with AVX2+FMA or Zen 4's AVX-512, 16 with AVX, 8 otherwise; two FMA units
 assumed).
 
-    /work/venv/bin/python benchmarks/precision_latency.py --threads 2 --seconds 2
+    /work/venv/bin/python benchmarks/precision_latency.py --threads 2 --seconds 2 [--op-profile]
+
+Below each table: the files not faster than float32 of their format here (``edgeclf.evaluate.report
+.speed_notes``), and with --op-profile the time per operator type of the TFLite float32, dynamic
+and int8 files (benchmarks/op_profile.py). The machine line names the CPU's int8 features.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # op_profile
 
 MODELS = (("tutorial_cnn", 180), ("mobilenet_v2", 224))
 LABELS = ("a", "b", "c", "d", "e")
@@ -145,6 +150,22 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
             files.append({"path": str(path), "format": fmt, "precision": prec, "size_bytes": len(data),
                           "convert_s": time.monotonic() - t})
             print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
+    if "tflite" in formats:
+        # Issue 15's experiment: int8 with the first convolution kept float32 (not full-integer).
+        from edgeclf.export.tflite_rewrite import convert_int8_float_first_conv
+
+        prec, target = "int8 (float first conv)", out_dir / "model_int8_float_first_conv.tflite"
+        if reuse and target.exists():
+            files.append({"path": str(target), "format": "tflite", "precision": prec,
+                          "size_bytes": target.stat().st_size, "convert_s": None})
+        else:
+            t = time.monotonic()
+            meta = ModelMetadata(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision="int8")
+            data = embed_tflite_metadata(convert_int8_float_first_conv(model, cal), meta)
+            path = write_bytes(target, data)
+            files.append({"path": str(path), "format": "tflite", "precision": prec, "size_bytes": len(data),
+                          "convert_s": time.monotonic() - t})
+            print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
     return files
 
 
@@ -224,6 +245,15 @@ def table(result: dict, peak: float) -> str:
                          "GFLOP/s", "of peak"], rows)
 
 
+def _as_file(row: dict, result: dict):
+    """A table row as what ``report.speed_notes`` reads."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(path=row["path"], format=row["format"], precision=row["precision"], threads=row["threads"],
+                           input_size=(result["image_size"], result["image_size"]),
+                           latency=SimpleNamespace(p50_ms=row["latency"]["p50_ms"]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(f"{n}:{s}" for n, s in MODELS),
@@ -235,11 +265,15 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="keep the converted files here (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true",
                     help="time the files already in --work instead of converting again (same seed, same model)")
+    ap.add_argument("--op-profile", action="store_true",
+                    help="also time every operator of the TFLite float32, dynamic and int8 files "
+                         "(benchmarks/op_profile.py): where each precision spends its time")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "precision_latency.json"))
     args = ap.parse_args(argv)
 
     from edgeclf._io import write_json
     from edgeclf._optional import import_tensorflow
+    from edgeclf.evaluate.report import speed_lines, speed_notes
     from edgeclf.runtime.cpu import physical_cores
     from edgeclf.runtime.latency import system_info
 
@@ -258,6 +292,14 @@ def main(argv=None) -> int:
         name, size = spec.split(":")
         results.append(bench_model(name, int(size), threads=threads, seconds=args.seconds, warmup=args.warmup,
                                    work=work, formats=args.formats.split(","), reuse=args.reuse))
+        if args.op_profile:
+            from op_profile import profile
+
+            files = [r["path"] for r in results[-1]["rows"] if r["format"] == "tflite"
+                     and r["precision"] in ("float32", "dynamic", "int8", "int8 (float first conv)")]
+            print(f"  per-operator profile of {len(files)} TFLite files", flush=True)
+            # One thread: prefix differences are stable only when no other thread shares the core.
+            results[-1]["op_profile"] = [profile(f, threads=1, sweeps=5, invokes=5) for f in files]
     out = {"system": info.to_dict(), "tensorflow": tf.__version__, "threads": threads, "peak_gflops": peak,
            "peak_estimate": how, "seconds_per_measurement": args.seconds, "warmup": args.warmup,
            "wall_s": time.monotonic() - t0, "results": results}
@@ -268,6 +310,16 @@ def main(argv=None) -> int:
         print(table(r, peak))
         for f in r["failed"]:
             print(f"not measured: {f['format']} {f['precision']}: {f['error']}")
+        for line in speed_lines(speed_notes([_as_file(row, r) for row in r["rows"] if row["format"] != "keras"],
+                                            int8=info.int8)):
+            print(line)
+        if r.get("op_profile"):
+            from op_profile import first_op_note, type_table
+
+            print("\nwhere the time goes (per operator type, ms; 1 thread, benchmarks/op_profile.py):")
+            print(type_table(r["op_profile"]))
+            for line in first_op_note(r["op_profile"]):
+                print(line)
         print()
     print(f"machine: {info.summary()}, TensorFlow {tf.__version__}")
     print(f"threads: {threads} (engines and TensorFlow); batch 1; {args.warmup} warm-up runs, then "

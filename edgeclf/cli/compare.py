@@ -64,8 +64,9 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_f
 def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
-    from ..evaluate.report import comparison_table, per_class_table
+    from ..evaluate.report import comparison_table, per_class_table, speed_lines, speed_notes
 
+    notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))  # files not faster than float32 here
     if not json_to_stdout(json_out):
         click.echo(comparison_table(cmp))
         click.echo("\naccuracy per class: the reference's, and each file's difference from it (points)")
@@ -77,10 +78,12 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
                    f"{_describe_gates(max_accuracy_drop, min_agreement)}")
         if cmp.system is not None:
             click.echo(f"machine: {cmp.system.summary()}")
+        for line in speed_lines(notes):
+            click.echo(line)
     for m in cmp.models:
         for f in m.parity.failures:
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
-    emit_json(json_out, cmp.to_dict())
+    emit_json(json_out, {**cmp.to_dict(), "speed_notes": [n.to_dict() for n in notes]})
     if report_dir:
         from ..evaluate.report import write_report
 
@@ -112,7 +115,7 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
     """
     from .._term import info
     from ..errors import UsageError
-    from ..evaluate.bench import bench_one, bench_table
+    from ..evaluate.bench import bench_one, bench_speed_lines, bench_speed_notes, bench_table
     from ..evaluate.compare import expand_models
     from ..runtime.latency import system_info
 
@@ -135,7 +138,8 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
             results.append(bench_one(path, threads=t, batch_size=batch_size, warmup=warmup, runs=runs,
                                      seconds=seconds))
     emit_json(json_out, {"system": sysinfo.to_dict(), "warmup": warmup, "runs": runs, "seconds": seconds,
-                         "results": [r.to_dict() for r in results]})
+                         "results": [r.to_dict() for r in results],
+                         "speed_notes": bench_speed_notes(results, sysinfo)})
     if json_to_stdout(json_out):
         return
     click.echo(bench_table(results))
@@ -143,6 +147,8 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
                "each format also pays for importing its engine); peak RSS is the process's high-water mark, "
                "RSS + what loading and running the file added")
     click.echo(f"machine: {sysinfo.summary()}")
+    for line in bench_speed_lines(results, sysinfo):
+        click.echo(line)
 
 
 COMMANDS.append(bench_cmd)

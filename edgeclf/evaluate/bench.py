@@ -64,3 +64,18 @@ def bench_table(results) -> str:
                 human_bytes(max(r.rss_growth_bytes, 0)) if r.rss_growth_bytes is not None else "-"]
         rows.append(row)
     return format_table(headers, rows)
+
+
+def bench_speed_lines(results, system) -> list[str]:
+    """The lines ``edgeclf bench`` prints under its table: every file not faster than the float32
+    file of its format at the same thread count (``report.speed_notes``)."""
+    from .report import speed_lines, speed_notes
+
+    return speed_lines(speed_notes(results, int8=getattr(system, "int8", None)))
+
+
+def bench_speed_notes(results, system) -> list[dict]:
+    """The same notes as JSON-ready dicts, for ``bench --json``."""
+    from .report import speed_notes
+
+    return [n.to_dict() for n in speed_notes(results, int8=getattr(system, "int8", None))]

@@ -11,11 +11,19 @@ how to get it. The flipped-images picture needs only Pillow. Every file is writt
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from .._io import atomic_path, write_json, write_text
 from ..errors import MissingDependencyError
+
+# A file whose batch-1 p50 is at least this fraction of float32's (same format, threads and
+# input size, same run) is "not faster than float32 here": a 5% gain is within what a shared
+# machine's noise moves, and too little to be worth a file that needs calibration.
+NOT_FASTER = 0.95
+PRECISION_WORDS = {"dynamic": "dynamic-range", "qat": "int8 (QAT)"}
+INT8_PRECISIONS = ("int8", "qat", "dynamic", "int16x8")
 
 PLOT_NAME = "accuracy_latency_size.png"
 FLIPS_NAME = "flipped.png"
@@ -44,6 +52,95 @@ def _md_table(headers, rows) -> str:
              "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SpeedNote:
+    """A file that is not faster than the float32 file of its format on this machine."""
+
+    name: str
+    format: str
+    precision: str
+    threads: Optional[int]
+    p50_ms: float
+    float32_p50_ms: float
+    ratio: float  # p50 / float32's p50: at least NOT_FASTER
+    prefer: tuple[str, ...]  # precisions of this format that were faster than float32 here, fastest first
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _word(precision) -> str:
+    p = getattr(precision, "value", precision)
+    return PRECISION_WORDS.get(p, p)
+
+
+def speed_notes(files: Iterable, *, int8=None) -> list[SpeedNote]:
+    """One note for every file not faster than float32 on this machine.
+
+    ``files``: objects with ``path`` (or ``name``), ``format``, ``precision``, ``threads``,
+    ``input_size`` and ``latency`` (LatencyStats at batch 1, or None): a comparison's
+    ``models`` or ``bench`` results. Each is measured against the float32 file of the same
+    format, thread count and input size from the same run; files with no such float32 file,
+    or no latency, get no note. ``int8``: ``cpu.Int8Features``; where the CPU has no int8 dot
+    product, the note on an int8 file says so (that is why it is slow).
+
+    Example: 'model_dynamic.tflite: dynamic-range is 2.13x slower than float32 here (29.6 vs
+    13.9 ms p50 at batch 1, 2 thread(s)): prefer int8 (0.87x)'.
+    """
+    groups: dict = {}
+    for f in files:
+        lat = getattr(f, "latency", None)
+        if lat is None or not getattr(lat, "p50_ms", 0) > 0:
+            continue
+        key = (f.format, getattr(f, "threads", None), tuple(getattr(f, "input_size", ()) or ()))
+        groups.setdefault(key, []).append(f)
+    notes = []
+    for (fmt, threads, _), members in groups.items():
+        ref = next((f for f in members if _word(f.precision) == "float32"), None)
+        if ref is None:
+            continue
+        base = ref.latency.p50_ms
+        best: dict[str, float] = {}
+        for f in members:
+            r = f.latency.p50_ms / base
+            w = _word(f.precision)
+            if w != "float32" and r < NOT_FASTER and r < best.get(w, float("inf")):
+                best[w] = r
+        faster = sorted(best.items(), key=lambda kv: kv[1])
+        for f in members:
+            w = _word(f.precision)
+            if w == "float32":
+                continue
+            ratio = f.latency.p50_ms / base
+            if ratio < NOT_FASTER:
+                continue
+            name = getattr(f, "name", None) or Path(f.path).name
+            detail = f"{f.latency.p50_ms:.3g} vs {base:.3g} ms p50 at batch 1" + (f", {threads} thread(s)" if threads else "")
+            if ratio <= 1 / NOT_FASTER:
+                how = f"no faster than float32 here ({ratio:.2f}x, {detail})"
+            else:
+                how = f"{ratio:.2f}x slower than float32 here ({detail})"
+            alternatives = [(p, r) for p, r in faster if p != w]
+            advice = ("prefer " + " or ".join(f"{p} ({r:.2f}x)" for p, r in alternatives) if alternatives
+                      else f"float32 is the fastest {fmt} file here")
+            why = ""
+            has_dot = getattr(int8, "has_int8_dot_product", None)
+            if has_dot is False and getattr(f.precision, "value", f.precision) in INT8_PRECISIONS:
+                why = f" (this CPU: {int8.summary()})"
+            notes.append(SpeedNote(name=name, format=fmt, precision=str(getattr(f.precision, "value", f.precision)),
+                                   threads=threads, p50_ms=f.latency.p50_ms, float32_p50_ms=base, ratio=ratio,
+                                   prefer=tuple(p for p, _ in alternatives),
+                                   text=f"{name}: {w} is {how}: {advice}{why}"))
+    return notes
+
+
+def speed_lines(notes) -> list[str]:
+    """One terminal/report line per note (none when every file beat float32). The CPU's int8
+    features are on the ``machine:`` line beside them (``SystemInfo.summary``)."""
+    return [f"not faster than float32 here: {n.text}" for n in notes]
 
 
 def result_rows(cmp):
@@ -247,6 +344,11 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
                      _num(getattr(lat, "p90_ms", None), ".3f"), _num(getattr(lat, "p99_ms", None), ".3f"),
                      "-" if m.threads is None else m.threads, gate])
     out += [_md_table(headers, rows), ""]
+    notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))
+    if notes:
+        int8 = getattr(cmp.system, "int8", None)
+        out += ["## Files not faster than float32 on this machine", ""] + [f"- {n.text}" for n in notes]
+        out += ([f"- this CPU: {int8.summary()}"] if int8 is not None else []) + [""]
     out += ["## Accuracy against latency and size", ""]
     if plot:
         out += [f"![accuracy against latency and file size]({plot})", ""]
@@ -340,4 +442,4 @@ def per_class_table(cmp) -> str:
     return format_table(headers, rows)
 
 
-__all__ = ["write_report", "render_markdown", "plot_accuracy", "draw_flips", "comparison_table", "per_class_table"]
+__all__ = ["write_report", "render_markdown", "speed_notes", "speed_lines", "SpeedNote", "plot_accuracy", "draw_flips", "comparison_table", "per_class_table"]

@@ -65,10 +65,15 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
         with native_stderr_silenced():
-            return bytes(converter.convert())
+            data = bytes(converter.convert())
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"TFLite conversion to {precision.value} failed: {first}") from None
+    if precision is Precision.DYNAMIC:  # issue 15: XNNPACK runs no int8-weight depthwise conv; keep those float
+        from .tflite_rewrite import float_depthwise_weights
+
+        data = float_depthwise_weights(data)
+    return data
 
 
 def _converter(tf, model):

@@ -172,27 +172,31 @@ class SystemInfo:
     edgeclf: str
     ai_edge_litert: Optional[str]
     onnxruntime: Optional[str]
+    int8: Optional[object] = None  # cpu.Int8Features: VNNI/AMX, dotprod/i8mm, or their absence
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["int8"] = None if self.int8 is None else self.int8.to_dict()
+        return d
 
     def summary(self) -> str:
         engines = ", ".join(f"{k} {v}" for k, v in (("ai-edge-litert", self.ai_edge_litert),
                                                      ("onnxruntime", self.onnxruntime)) if v)
-        return (f"{self.cpu_model} ({self.usable_cpus} of {self.logical_cpus} CPUs usable), "
+        int8 = "" if self.int8 is None else f"; {self.int8.summary()}"
+        return (f"{self.cpu_model} ({self.usable_cpus} of {self.logical_cpus} CPUs usable{int8}), "
                 f"{self.os}, Python {self.python}, numpy {self.numpy}, {engines}")
 
 
 def system_info() -> SystemInfo:
     """Describe this machine and the installed engines (without importing them)."""
     from .. import __version__
-    from .cpu import cpu_model_name, usable_cpus
+    from .cpu import cpu_model_name, int8_features, usable_cpus
 
     return SystemInfo(
         cpu_model=cpu_model_name(), machine=platform.machine(), logical_cpus=os.cpu_count() or 1,
         usable_cpus=usable_cpus(), os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(), numpy=np.__version__, edgeclf=__version__,
-        ai_edge_litert=_version("ai-edge-litert"), onnxruntime=_version("onnxruntime"),
+        ai_edge_litert=_version("ai-edge-litert"), onnxruntime=_version("onnxruntime"), int8=int8_features(),
     )
 
 

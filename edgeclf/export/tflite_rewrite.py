@@ -1,0 +1,124 @@
+"""Rewrites of a converted TFLite flatbuffer, and conversions, that make files run faster
+on LiteRT's CPU path (issue 15).
+
+``float_depthwise_weights``: a dynamic-range file stores every weight tensor of 1024 or more
+values as int8, depthwise convolutions' too. XNNPACK (LiteRT's CPU engine) runs dynamic-range
+convolutions and fully connected layers, but not dynamic-range depthwise convolutions, so
+each of those fell back to LiteRT's hybrid kernel, which quantizes its input on every call,
+and split the graph into one XNNPACK partition per depthwise layer. On MobileNetV2 (224 px)
+15 of 17 depthwise layers ran that way: 3.4 ms against 0.6 ms in float32, the whole file
+1.6x slower than float32 on an AMX/VNNI Xeon and 2.1x on the non-VNNI EPYC of issue 15 (
+``benchmarks/op_profile.py``). Depthwise kernels are tiny (3x3 per channel, 66 K values in
+all of MobileNetV2), so storing them as float32 costs ~100 KB and lets XNNPACK run the whole
+graph. The values are the int8 values times their scales, exactly what the hybrid kernel
+multiplied by.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._quiet import native_stderr_silenced
+from ..errors import ExportError
+from ..runtime.spec import Precision
+
+
+def float_depthwise_weights(model_bytes: bytes) -> bytes:
+    """The TFLite model with every dynamic-range DEPTHWISE_CONV_2D's int8 weights stored as
+    float32 (dequantized); the model unchanged when it has none."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
+    depthwise = {i for i, oc in enumerate(model.operatorCodes or [])
+                 if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.DEPTHWISE_CONV_2D}
+    uses = {}
+    for g in model.subgraphs or []:
+        for t in g.tensors or []:
+            uses[t.buffer] = uses.get(t.buffer, 0) + 1
+    changed = False
+    for g in model.subgraphs or []:
+        for op in g.operators or []:
+            if op.opcodeIndex not in depthwise or len(op.inputs) < 2:
+                continue
+            x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+            if x.type != schema.TensorType.FLOAT32 or w.type != schema.TensorType.INT8:
+                continue  # float, or full-integer: XNNPACK runs those
+            q = w.quantization
+            raw = model.buffers[w.buffer].data
+            if q is None or q.scale is None or raw is None or uses.get(w.buffer, 0) != 1:
+                continue
+            shape = [int(d) for d in w.shape]
+            values = np.asarray(raw, np.uint8).view(np.int8).reshape(shape).astype(np.float32)
+            scale = np.asarray(q.scale, np.float32)
+            zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], np.float32)
+            if scale.size > 1:  # per channel along quantizedDimension
+                bshape = [1] * len(shape)
+                bshape[q.quantizedDimension] = scale.size
+                scale, zero = scale.reshape(bshape), zero.reshape(bshape) if zero.size > 1 else zero
+            real = ((values - zero) * scale).astype("<f4")
+            model.buffers[w.buffer].data = np.frombuffer(real.tobytes(), np.uint8)
+            w.type = schema.TensorType.FLOAT32
+            w.quantization = None
+            changed = True
+    if not changed:
+        return model_bytes
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def first_conv_output_name(float_model_bytes: bytes) -> str | None:
+    """Name of the output tensor of the first CONV_2D in a float TFLite file (the node name
+    the quantizer's deny-list takes), or None when there is none."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(float_model_bytes, 0)
+    g = model.subgraphs[0]
+    for op in g.operators or []:
+        oc = model.operatorCodes[op.opcodeIndex]
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D:
+            name = g.tensors[op.outputs[0]].name
+            return name.decode() if isinstance(name, bytes) else name
+    return None
+
+
+def convert_int8_float_first_conv(model, calibration: np.ndarray) -> bytes:
+    """An int8 TFLite file whose first convolution stays float32 (an experiment for issue 15).
+
+    Why: int8 convolution kernels (XNNPACK on x86 and ARM) pad the input channels of each
+    kernel tap up to their dot-product width (4 to 64 bytes), so a first layer over 3 colour
+    channels wastes most of its arithmetic: on tutorial_cnn at 180 px it took 64% of the int8
+    file's time and 3.6x the float32 layer's (``benchmarks/op_profile.py``). Keeping that one
+    layer float32 (input dequantized, output quantized) made the file 0.45x float32 instead of
+    0.81x on an AMX/VNNI Xeon. The file is no longer full-integer, so integer-only
+    accelerators (Edge TPU, microcontrollers) cannot take it whole; that is why this is not
+    what ``Precision.INT8`` exports. Its input and output are float32 (pixels 0..255 in,
+    the model's output out), like the float files'.
+    """
+    import tensorflow as tf
+
+    from .tflite import _representative, convert_tflite
+
+    first = first_conv_output_name(convert_tflite(model, Precision.FLOAT32))
+    if first is None:
+        return convert_tflite(model, Precision.INT8, calibration=calibration)
+    with native_stderr_silenced():
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rep = _representative(calibration)
+    converter.representative_dataset = rep
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True  # float model + calibration ranges
+    try:
+        from tensorflow.lite.python import convert as tflite_convert  # the quantizer with a deny-list
+
+        with native_stderr_silenced():
+            calibrated = converter.convert()
+            # Float input straight into the float convolution (no dequantize), float output.
+            return bytes(tflite_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
+                                                      output_data_type=tf.float32, denylisted_nodes=[first]))
+    except Exception as exc:  # the converter raises anything
+        text = str(exc).strip().splitlines()
+        raise ExportError(f"int8 conversion with a float first convolution failed: "
+                          f"{text[0][:300] if text else type(exc).__name__}") from None
