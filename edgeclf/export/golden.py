@@ -29,17 +29,17 @@ def write_golden(path, images: np.ndarray, outputs: dict[str, tuple]) -> Path:
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"golden images must be a non-empty (N, H, W, 3) batch; got shape {images.shape}")
-    arrays = {ExportDir.GOLDEN_IMAGES_KEY: images}
+    arrays = {ExportDir.GOLDEN_KEY_IMAGES: images}
     for name, value in outputs.items():
         probs, atol, *rest = value
-        arrays[ExportDir.GOLDEN_PROBS + name] = np.asarray(probs, np.float32)
-        arrays[ExportDir.GOLDEN_ATOL + name] = np.float64(atol)
+        arrays[ExportDir.GOLDEN_KEY_PROBS + name] = np.asarray(probs, np.float32)
+        arrays[ExportDir.GOLDEN_KEY_ATOL + name] = np.float64(atol)
         digest = rest[0] if rest else None
         beside = Path(path).parent / name
         if digest is None and beside.is_file():
             digest = file_sha256(beside)
         if digest:
-            arrays[ExportDir.GOLDEN_SHA256 + name] = np.array(str(digest))
+            arrays[ExportDir.GOLDEN_KEY_SHA256 + name] = np.array(str(digest))
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

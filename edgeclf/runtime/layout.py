@@ -135,10 +135,10 @@ class ExportDir:
     REPORT = "export.json"
     GOLDEN = "golden.npz"
     # golden.npz keys: "images", then per exported file F (its name at export time) these + F.
-    GOLDEN_IMAGES_KEY = "images"
-    GOLDEN_PROBS = "probs::"
-    GOLDEN_ATOL = "atol::"
-    GOLDEN_SHA256 = "sha256::"
+    GOLDEN_KEY_IMAGES = "images"
+    GOLDEN_KEY_PROBS = "probs::"
+    GOLDEN_KEY_ATOL = "atol::"
+    GOLDEN_KEY_SHA256 = "sha256::"
 
     def __init__(self, path):
         self.path = Path(path).expanduser()

@@ -26,7 +26,7 @@ from .classifier import Classifier, load_classifier
 from .layout import ExportDir
 from .metrics import top1_agreement
 
-PROBS, ATOL, SHA256 = ExportDir.GOLDEN_PROBS, ExportDir.GOLDEN_ATOL, ExportDir.GOLDEN_SHA256
+PROBS, ATOL, SHA256 = ExportDir.GOLDEN_KEY_PROBS, ExportDir.GOLDEN_KEY_ATOL, ExportDir.GOLDEN_KEY_SHA256
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def load_golden(path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RecursionError) as exc:
         raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
                         "export directory") from None
-    if ExportDir.GOLDEN_IMAGES_KEY not in arrays:
+    if ExportDir.GOLDEN_KEY_IMAGES not in arrays:
         raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
-    images = arrays[ExportDir.GOLDEN_IMAGES_KEY]
+    images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"{p}: 'images' is {images.dtype} {list(images.shape)}, not uint8 (N, H, W, 3); "
                         "copy the golden file again from the export directory")
@@ -157,7 +157,7 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
     arrays = load_golden(golden)
     name, _ = _entry_for(clf, arrays, golden)
-    images = arrays[ExportDir.GOLDEN_IMAGES_KEY]
+    images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
     recorded = arrays[PROBS + name]
     if recorded.dtype.kind != "f":
         raise DataError(f"{golden}: recorded probabilities for {name} are {recorded.dtype}, not numbers; "
