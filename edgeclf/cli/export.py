@@ -31,9 +31,15 @@ from ._options import emit_json, json_option, json_to_stdout
               help="Labels file (one class per line); required for a model file that is not a run directory.")
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+              help="Budget for the int8 files: accuracy at most PTS points below the Keras model's on the "
+                   "validation images; a file that misses it keeps its most harmful layers float until it holds.")
+@click.option("--min-agreement", type=float, default=None, metavar="FRAC",
+              help="Budget for the int8 files: top-1 agreement with the Keras model of at least FRAC (e.g. 0.99), "
+                   "met the same way. Exit 1 when a budget cannot be met (the best file found is written).")
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, overwrite, json_out):
+               labels, seed, overwrite, max_accuracy_drop, min_agreement, json_out):
     """Convert a trained classifier (a run directory, or a .keras/.h5/SavedModel with
     --labels) to TFLite and ONNX files, each carrying its labels and input spec, each checked
     against the Keras model with the TensorFlow-free runtime.
@@ -42,6 +48,7 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     Examples:
       edgeclf export runs/cnn --out export/cnn
       edgeclf export runs/cnn --out export/cnn --format tflite --precision int8 --io int8
+      edgeclf export runs/cnn --out export/cnn --precision float32 --precision int8 --min-agreement 0.99
       edgeclf export my_model.keras --labels labels.txt --data photos/ --out export/mine
     """
     from .._optional import ensure_installed
@@ -51,11 +58,17 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     report = export_model(
         source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
         labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
-        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite,
+        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, max_accuracy_drop=max_accuracy_drop,
+        min_agreement=min_agreement,
     )
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
         click.echo(report.table())
+    missed = [f.budget for f in report.files if f.budget is not None and not f.budget["met"]]
+    for b in missed:
+        click.echo(f"FAIL {b['message']}", err=True)
+    if missed:
+        raise SystemExit(1)
 
 
 COMMANDS: list[click.Command] = [export_cmd]

@@ -40,6 +40,7 @@ class ExportedFile:
     golden_atol: float
     size_vs_float32: Optional[float] = None
     seconds: float = 0.0
+    budget: Optional[dict] = None  # int8 with an accuracy budget: export.budget.BudgetResult.to_dict()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,7 +166,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  precisions: Optional[Sequence[str]] = None, io: Optional[str] = None,
                  labels=None, data=None, calibration=None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
-                 seed: Optional[int] = None, overwrite: bool = False) -> ExportReport:
+                 seed: Optional[int] = None, overwrite: bool = False, max_accuracy_drop: Optional[float] = None,
+                 min_agreement: Optional[float] = None) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -186,6 +188,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         qat_epochs: fine-tuning epochs for QAT.
         seed: seed of the calibration sample and splits (default: the run's seed, else 123).
         overwrite: replace an existing ``out``.
+        max_accuracy_drop, min_agreement: an accuracy budget for the int8 files against the
+            Keras model on the validation images; a file that misses it keeps its most harmful
+            layers float until it holds (``export.budget``); ``files[i].budget`` says how.
 
     Returns:
         An ``ExportReport``.
@@ -217,6 +222,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     wanted, _ = plan_jobs(formats, precisions)
     if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
+    from .budget import Budget
+
+    budget = Budget.from_options(max_accuracy_drop, min_agreement)
+    if budget is not None and not any(p is Precision.INT8 for _, p in wanted):
+        raise UsageError("--max-accuracy-drop / --min-agreement apply to the int8 files, and none is being exported")
 
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed)
@@ -300,6 +310,17 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                                           cache)
                     write_bytes(path, data_bytes)
                     probs = _runtime_probabilities(path, check.images)
+                    budget_info = None
+                    if budget is not None and prec is Precision.INT8:
+                        from .budget import enforce_budget
+
+                        data_bytes, probs, res = enforce_budget(
+                            budget, fmt, name, full_file=data_bytes, full_probs=probs, keras_probs=keras_probs,
+                            images=check.images, y=check.indices if labelled else None, model=model,
+                            calibration=cal.images, io=io_type, meta=file_meta, float_onnx=cache.get("onnx_float32"))
+                        write_bytes(path, data_bytes)
+                        budget_info = res.to_dict()
+                        info(res.message)
                     _check_file(name, prec, probs, keras_probs)
                 except EdgeclfError as exc:
                     # A precision the converter or engine cannot do for this model (int16x8 on
@@ -326,7 +347,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                 files.append(ExportedFile(
                     file=name, format=fmt, precision=prec.value, size_bytes=size_b, sha256=file_sha256(path),
                     agreement=agreement, accuracy=acc, max_abs_diff=max_diff, golden_atol=atol,
-                    size_vs_float32=ratio, seconds=round(secs, 2)))
+                    size_vs_float32=ratio, seconds=round(secs, 2), budget=budget_info))
                 acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
                 info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
                      f"({secs:.1f}s)")
