@@ -1,0 +1,207 @@
+"""The int8 accuracy budget (export --min-agreement / --max-accuracy-drop) and the per-layer
+quantization error it ranks layers by, for TFLite and ONNX, on tiny models.
+
+The tiny CNN is trained briefly, then its second convolution gets one huge weight per output
+channel on an input channel that is always zero: the float model does not change, but int8's
+per-channel weight scale grows 60x, so that layer's other weights round to a few levels and
+full int8 flips predictions. A second model ties two logits once its uint8 output is quantized: no choice of float
+layers can fix that, so its budget fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _export_helpers import fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
+
+from edgeclf.errors import UsageError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SABOTAGED = "conv2d_1"
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from edgeclf._optional import import_keras
+
+    return import_keras()
+
+
+def _sabotage(model, factor: float = 60.0):
+    c1, c2 = model.get_layer("conv2d"), model.get_layer(SABOTAGED)
+    k, b = c1.get_weights()
+    k[..., 0], b[0] = 0.0, -1.0  # channel 0 is always 0 after the ReLU
+    c1.set_weights([k, b])
+    k, b = c2.get_weights()
+    k[0, 0, 0, :] = factor * np.abs(k).max()  # multiplies that dead channel: float output unchanged
+    c2.set_weights([k, b])
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, keras):
+    root = tmp_path_factory.mktemp("budget")
+    samples = make_images(root / "data")
+    keras.utils.set_random_seed(0)
+    return root, samples, fit(keras, tiny_cnn(keras), samples, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained, keras):
+    root, samples, model = trained
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return write_run_dir(root / "run", _sabotage(clone), samples)
+
+
+@pytest.fixture(scope="module")
+def tied_run(trained, keras):
+    """Mean colour -> logits: blue is 400 * (B - 0.45), so the uint8 output step is ~0.9, while
+    red and green differ by only 0.2 * (R - G), about 0.1: after output quantization they
+    tie on every red and green image, and green images flip to red in any int8 file."""
+    root, samples, _ = trained
+    inp = keras.Input((32, 32, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3)(x)
+    model = keras.Model(inp, out)
+    k = np.array([[0.2, -0.2, 0.0], [-0.2, 0.2, 0.0], [0.0, 0.0, 400.0]], np.float32)
+    model.layers[-1].set_weights([k, np.array([0.0, 0.0, -180.0], np.float32)])
+    return write_run_dir(root / "tied", model, samples)
+
+
+@pytest.fixture(scope="module")
+def unbudgeted(run_dir):
+    from edgeclf.export.exporter import export_model
+
+    out = run_dir.parent / "plain"
+    return out, export_model(run_dir, out, precisions=["int8"])
+
+
+def _export(run_dir, name, **kw):
+    from edgeclf.export.exporter import export_model
+
+    out = run_dir.parent / name
+    return out, export_model(run_dir, out, precisions=["int8"], **kw)
+
+
+def _calibration(run_dir, n=24):
+    from edgeclf.export.calibration import load_images
+
+    split = json.loads((run_dir / "split.json").read_text())
+    return load_images([tuple(s) for s in split["train"][:n]], (32, 32)).images
+
+
+def test_full_int8_misses_on_the_sabotaged_model(unbudgeted):
+    _, report = unbudgeted
+    for f in report.files:
+        assert f.agreement < 1.0, f"{f.file}: the test model must flip some images in full int8"
+        assert f.budget is None
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_layer_table_names_the_models_layers(run_dir, keras, fmt):
+    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, keras_layer_names
+    from edgeclf.export.onnx_export import convert_onnx
+    from edgeclf.export.source import load_keras_model
+
+    model = load_keras_model(run_dir / "model.keras")
+    cal = _calibration(run_dir)
+    names, containers = keras_layer_names(model)
+    if fmt == "tflite":
+        sel = TFLiteSelective(model, cal)
+    else:
+        sel = OnnxSelective(convert_onnx(model, output_kind="logits").SerializeToString(), cal,
+                            layer_names=names, containers=containers)
+    table = sel.layer_errors()
+    got = [x.layer for x in table.layers]
+    assert got, "no layers ranked"
+    assert set(got) <= set(names), f"{fmt}: layers not in the model: {sorted(set(got) - set(names))}"
+    assert {"conv2d", SABOTAGED, "dense"} <= set(got), f"{fmt}: ranked {got}"
+    assert got[0] == SABOTAGED, f"{fmt}: the sabotaged layer must rank first, got {got}"
+    errors = [x.error for x in table.layers]
+    assert errors == sorted(errors, reverse=True), "not ranked most harmful first"
+    assert all(x.nodes for x in table.layers if x.layer == SABOTAGED)
+    assert SABOTAGED in table.table() and table.metric in table.table()
+    json.dumps(table.to_dict())  # serialisable for --json
+
+
+def test_a_budget_full_int8_meets_changes_nothing(run_dir, unbudgeted):
+    from edgeclf.runtime import load_classifier
+
+    plain_out, plain = unbudgeted
+    out, report = _export(run_dir, "loose", min_agreement=0.1)
+    for f in report.files:
+        b = f.budget
+        assert b is not None and b["met"], f.file
+        assert b["float_layers"] == [] and len(b["tried"]) == 1, f"{f.file}: {b['tried']}"
+        assert b["final"] == b["full_int8"], f.file
+        assert "no layer kept float" in b["message"]
+        same = plain.file(f.file)
+        if f.format == "tflite":  # the TFLite converter is deterministic; tf2onnx numbers its names per process
+            assert f.sha256 == same.sha256, f"{f.file} differs from the export without a budget"
+        assert f.agreement == same.agreement and f.max_abs_diff == pytest.approx(same.max_abs_diff, abs=1e-6), f.file
+        assert "float_layers" not in load_classifier(out / f.file).metadata.extra, f.file
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_a_budget_that_needs_float_layers(run_dir, unbudgeted, fmt):
+    from edgeclf.runtime import load_classifier
+
+    name = f"model_int8.{fmt}"
+    _, plain = unbudgeted
+    out, report = _export(run_dir, f"strict_{fmt}", formats=[fmt], min_agreement=1.0)
+    f = report.file(name)
+    b = f.budget
+    assert b["met"], b["message"]
+    assert SABOTAGED in b["float_layers"], b["float_layers"]
+    assert b["final"]["flips"] < b["full_int8"]["flips"], b
+    assert f.agreement == 1.0 and b["full_int8"]["agreement"] == plain.file(name).agreement
+    assert [w["layer"] for w in b["why"]] == b["float_layers"] and all(w["rank"] >= 1 for w in b["why"])
+    assert "kept" in b["message"] and SABOTAGED in b["message"]
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["files"][0]["budget"]["float_layers"] == b["float_layers"]
+    clf = load_classifier(out / name)  # the mixed file carries its spec and the float layers
+    assert clf.metadata.extra["float_layers"] == b["float_layers"]
+    assert clf.metadata.precision == "int8"
+
+
+def test_a_budget_that_cannot_be_met_says_so_and_fails_only_when_asked(tied_run):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    out = tied_run.parent / "tied_out"
+    args = ["export", str(tied_run), "--out", str(out), "--format", "tflite", "--precision", "int8"]
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0, plain.output
+    agreement = json.loads((out / "export.json").read_text())["files"][0]["agreement"]
+    assert agreement < 1.0, "the tied model must flip images in int8"
+
+    res = CliRunner().invoke(main, args + ["--overwrite", "--min-agreement", "1.0"])
+    assert res.exit_code == 1, res.output
+    assert "cannot be met" in res.output and "--io float32" in res.output, res.output
+    assert "Traceback" not in res.output
+    b = json.loads((out / "export.json").read_text())["files"][0]["budget"]
+    assert not b["met"] and (out / "model_int8.tflite").exists()
+    assert b["tried"][-1]["float_layers"] == b["layers_ranked"], "every layer float must have been tried"
+    assert b["final"]["agreement"] == max(t["agreement"] for t in b["tried"])
+
+
+def test_budget_options_that_make_no_sense(run_dir, tmp_path):
+    from edgeclf.export.exporter import export_model
+
+    with pytest.raises(UsageError, match="fraction"):
+        export_model(run_dir, tmp_path / "a", precisions=["int8"], min_agreement=99)
+    with pytest.raises(UsageError, match=">= 0"):
+        export_model(run_dir, tmp_path / "b", precisions=["int8"], max_accuracy_drop=-1)
+    with pytest.raises(UsageError, match="int8"):
+        export_model(run_dir, tmp_path / "c", precisions=["float32"], min_agreement=0.9)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
