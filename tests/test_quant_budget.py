@@ -205,3 +205,32 @@ def test_budget_options_that_make_no_sense(run_dir, tmp_path):
     with pytest.raises(UsageError, match="int8"):
         export_model(run_dir, tmp_path / "c", precisions=["float32"], min_agreement=0.9)
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_explain_quant_command_ranks_layers_with_a_report(run_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    report, js = tmp_path / "report", tmp_path / "quant.json"
+    res = CliRunner().invoke(main, ["explain-quant", str(run_dir), "--top", "5", "--report", str(report),
+                                    "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    assert "rmse/scale" in res.output and "added noise" in res.output and SABOTAGED in res.output
+    doc = json.loads(js.read_text())
+    assert [f["format"] for f in doc["formats"]] == ["tflite", "onnx"]
+    for f in doc["formats"]:
+        assert f["layers"][0]["layer"] == SABOTAGED, f["format"]
+        assert f["agreement"] < 1.0, f["format"]
+    md = (report / "quant_report.md").read_text()
+    assert "quant_layers.png" in md and SABOTAGED in md
+    assert (report / "quant_layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_quant_refuses_a_bad_top(run_dir):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    res = CliRunner().invoke(main, ["explain-quant", str(run_dir), "--top", "0"])
+    assert res.exit_code == 2 and "--top must be at least 1" in res.output, res.output
