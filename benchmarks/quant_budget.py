@@ -1,0 +1,164 @@
+"""Full int8 vs budgeted (mixed) int8 vs float32: agreement, accuracy, size and p50 latency.
+
+For each model (default: MobileNetV3-Small alpha 0.75 and MobileNetV2 alpha 0.35, 64x64,
+trained from scratch for a few epochs on the built-in synthetic dataset, weights None) this
+trains a run with ``edgeclf.train``, exports float32 and full int8 (TFLite and ONNX) with
+``edgeclf.export``, exports int8 again with an accuracy budget (``--min-agreement``), and
+measures every file through ``edgeclf.runtime`` on the run's validation images (agreement
+and accuracy against the Keras model) and on one image (batch-1 latency: rounds of every
+file in turn, the median of each file's per-round p50, so a neighbour's load hits all files
+alike). Ratios are computed from figures of this same run.
+
+    python benchmarks/quant_budget.py --threads 1 --epochs 4 --min-agreement 0.99
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = {"mobilenet_v3_small": 0.75, "mobilenet_v2": 0.35}
+
+
+def train_run(name: str, alpha: float, data: Path, work: Path, *, size: int, epochs: int) -> Path:
+    from edgeclf.train.trainer import TrainConfig, train_model
+
+    run = work / f"run_{name}"
+    if (run / "model.keras").exists():
+        print(f"{name}: reusing {run}", flush=True)
+        return run
+    print(f"{name}: training {epochs} epochs at {size}x{size}, alpha {alpha} ...", flush=True)
+    res = train_model(data, out=run, config=TrainConfig(model=name, image_size=(size, size), epochs=epochs,
+                                                         alpha=alpha, seed=0), overwrite=True, verbose=False)
+    print(f"{name}: validation accuracy {100 * res.val_accuracy:.1f}% after {res.seconds:.0f}s", flush=True)
+    return run
+
+
+def p50s(paths: list[Path], x: np.ndarray, *, threads: int, rounds: int, seconds: float) -> dict[str, float]:
+    from edgeclf.runtime import load_classifier
+    from edgeclf.runtime.latency import measure_latency
+
+    clfs = {str(p): load_classifier(p, threads=threads) for p in paths}
+    per: dict[str, list[float]] = {k: [] for k in clfs}
+    for _ in range(rounds):
+        for k, clf in clfs.items():
+            per[k].append(measure_latency(lambda: clf.predict_proba(x), warmup=5, seconds=seconds).p50_ms)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def bench_model(name: str, alpha: float, data: Path, work: Path, args) -> dict:
+    from edgeclf.export.exporter import export_model
+
+    run = train_run(name, alpha, data, work, size=args.size, epochs=args.epochs)
+    t = time.monotonic()
+    plain = export_model(run, work / f"plain_{name}", precisions=["float32", "int8"], overwrite=True)
+    t_plain = time.monotonic() - t
+    t = time.monotonic()
+    budgeted = export_model(run, work / f"budget_{name}", precisions=["int8"], overwrite=True,
+                            min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop)
+    t_budget = time.monotonic() - t
+    files = []
+    for f in plain.files:
+        files.append({"kind": f"{f.precision}" if f.precision == "float32" else "int8 full",
+                      "path": Path(plain.out) / f.file, "file": f})
+    for f in budgeted.files:
+        files.append({"kind": "int8 budget", "path": Path(budgeted.out) / f.file, "file": f})
+    from edgeclf.export.calibration import load_images
+
+    split = json.loads((run / "split.json").read_text())
+    x = load_images([tuple(s) for s in split["val"][:1]], (args.size, args.size)).images
+    lat = p50s([r["path"] for r in files], x, threads=args.threads, rounds=args.rounds, seconds=args.seconds)
+    rows = []
+    for r in files:
+        f = r["file"]
+        rows.append({"model": name, "alpha": alpha, "format": f.format, "kind": r["kind"], "file": f.file,
+                     "size_bytes": f.size_bytes, "agreement": f.agreement, "accuracy": f.accuracy,
+                     "p50_ms": lat[str(r["path"])],
+                     "float_layers": (f.budget or {}).get("float_layers"),
+                     "budget_met": (f.budget or {}).get("met"), "budget": f.budget})
+    order = {"float32": 0, "int8 full": 1, "int8 budget": 2}
+    rows.sort(key=lambda r: (r["format"] != "tflite", order[r["kind"]]))
+    for fmt in ("tflite", "onnx"):
+        by = {r["kind"]: r for r in rows if r["format"] == fmt}
+        full, mixed, flt = by.get("int8 full"), by.get("int8 budget"), by.get("float32")
+        for r in by.values():
+            r["latency_vs_int8_full"] = r["p50_ms"] / full["p50_ms"] if full else None
+            r["size_vs_int8_full"] = r["size_bytes"] / full["size_bytes"] if full else None
+            r["latency_vs_float32"] = r["p50_ms"] / flt["p50_ms"] if flt else None
+    return {"model": name, "alpha": alpha, "run": str(run), "keras_accuracy": plain.keras_accuracy,
+            "validation_images": plain.validation["size"], "export_seconds": {"plain": t_plain, "budget": t_budget},
+            "rows": rows}
+
+
+def table(results: list[dict]) -> str:
+    from edgeclf._term import format_table, human_bytes
+
+    out = []
+    for res in results:
+        for r in res["rows"]:
+            out.append([
+                f"{r['model']} a{r['alpha']:g}", r["format"], r["kind"],
+                f"{100 * r['agreement']:.1f}%", "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
+                human_bytes(r["size_bytes"]), f"{r['p50_ms']:.2f}",
+                f"{r['latency_vs_int8_full']:.2f}x", f"{r['size_vs_int8_full']:.2f}x",
+                "" if r["float_layers"] is None else str(len(r["float_layers"])),
+            ])
+    return format_table(["model", "format", "file", "agreement", "accuracy", "size", "p50 ms", "lat/int8",
+                         "size/int8", "float layers"], out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--per-class", type=int, default=120, help="synthetic images per class (5 classes)")
+    ap.add_argument("--min-agreement", type=float, default=0.99)
+    ap.add_argument("--max-accuracy-drop", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0.5, help="timing budget per file per round")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-quant-budget"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quant_budget.json")
+    args = ap.parse_args(argv)
+
+    from edgeclf._io import write_json
+    from edgeclf._optional import import_tensorflow
+    from edgeclf.data.synth import generate
+    from edgeclf.runtime.latency import system_info
+
+    tf = import_tensorflow()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.work / "data"
+    if not data.exists():
+        generate(data, classes=5, per_class=args.per_class, size=args.size, seed=0)
+    results = []
+    t0 = time.monotonic()
+    for name in args.models.split(","):
+        results.append(bench_model(name, MODELS.get(name, 1.0), data, args.work, args))
+    sysinfo = system_info()
+    doc = {"system": sysinfo.to_dict(), "tensorflow": tf.__version__, "threads": args.threads,
+           "rounds": args.rounds, "seconds_per_round": args.seconds, "image_size": args.size, "epochs": args.epochs,
+           "per_class": args.per_class, "min_agreement": args.min_agreement,
+           "max_accuracy_drop": args.max_accuracy_drop, "total_seconds": time.monotonic() - t0, "results": results}
+    write_json(args.out, doc)
+    print(table(results))
+    print(f"\nagreement/accuracy vs the Keras model on {results[0]['validation_images']} validation images; "
+          f"p50 at batch 1, {args.threads} thread(s), median of {args.rounds} interleaved rounds; "
+          f"budget: agreement >= {args.min_agreement:g}"
+          + (f", accuracy drop <= {args.max_accuracy_drop:g} pts" if args.max_accuracy_drop is not None else ""))
+    print(f"machine: {sysinfo.summary()}; tensorflow {tf.__version__}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
