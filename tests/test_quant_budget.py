@@ -234,3 +234,14 @@ def test_explain_quant_refuses_a_bad_top(run_dir):
 
     res = CliRunner().invoke(main, ["explain-quant", str(run_dir), "--top", "0"])
     assert res.exit_code == 2 and "--top must be at least 1" in res.output, res.output
+
+
+def test_explain_quant_sensitivity_ranks_by_the_output(run_dir, tmp_path):
+    from edgeclf.evaluate.quant_debug import explain_quantization
+
+    expl = explain_quantization(run_dir, formats=["tflite"], sensitivity=True)
+    (f,) = expl.formats
+    assert f.layers.metric == "sensitivity"
+    assert f.layers.layers[0].layer == SABOTAGED, [x.layer for x in f.layers.layers]
+    assert all("rmse/scale" in x.stats for x in f.layers.layers), "the engine's own figure must be kept"
+    assert f.layers.layers[0].error > 10 * f.layers.layers[-1].error

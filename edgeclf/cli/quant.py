@@ -23,16 +23,20 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
               help="Input/output type of the TFLite int8 file (default uint8).")
+@click.option("--sensitivity", is_flag=True,
+              help="Rank by each layer's measured effect on the output (only that layer int8), as export's "
+                   "--min-agreement does; one quantization per layer.")
 @click.option("--top", type=int, default=20, show_default=True, help="Layers to show in the table and plot.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write a Markdown report with the ranked tables and a bar plot.")
 @json_option
-def explain_quant_cmd(source, formats, data, calibration, calibration_size, labels, seed, io, top, report_dir,
-                      json_out):
+def explain_quant_cmd(source, formats, data, calibration, calibration_size, labels, seed, io, sensitivity, top,
+                      report_dir, json_out):
     """Show which layers int8 quantization hurts: the per-layer error of SOURCE's full-int8
     TFLite file (LiteRT QuantizationDebugger, rmse/scale) and ONNX file (ONNX Runtime
     qdq_loss_debug, added noise) against the float model, most harmful first, named after
-    the Keras layers. `edgeclf export --min-agreement FRAC` keeps layers float in this order.
+    the Keras layers. With --sensitivity, ranked as `edgeclf export --min-agreement FRAC`
+    ranks them before keeping the most harmful float.
 
     \b
     Example:
@@ -47,7 +51,8 @@ def explain_quant_cmd(source, formats, data, calibration, calibration_size, labe
     wants_onnx = not formats or any(f.lower() == Format.ONNX.value for f in formats)
     ensure_installed("tensorflow", "tf_keras", *(("tf2onnx", "onnx") if wants_onnx else ()), purpose="explain-quant")
     expl = explain_quantization(source, formats=list(formats) or None, labels=labels, data=data,
-                                calibration=calibration, calibration_size=calibration_size, seed=seed, io=io)
+                                calibration=calibration, calibration_size=calibration_size, seed=seed, io=io,
+                                sensitivity=sensitivity)
     emit_json(json_out, expl.to_dict())
     if report_dir:
         from .._term import info

@@ -82,7 +82,8 @@ class QuantExplanation:
 
 def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, labels=None, data=None,
                          calibration=None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-                         seed: Optional[int] = None, io: Optional[str] = None) -> QuantExplanation:
+                         seed: Optional[int] = None, io: Optional[str] = None,
+                         sensitivity: bool = False) -> QuantExplanation:
     """Rank the layers of ``source``'s full-int8 TFLite and/or ONNX files by quantization error.
 
     Args:
@@ -91,11 +92,15 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
         labels, data, calibration, calibration_size, seed: as ``export_model`` takes them: the
             calibration sample quantizes and ranks, the validation images measure agreement.
         io: the TFLite int8 file's input/output type (default uint8).
+        sensitivity: rank by measured output sensitivity instead (what ``export``'s budget
+            ranks by: one quantization per layer, so about a second a layer); the engine's
+            own figure stays in each layer's ``stats``.
 
     Returns:
         A ``QuantExplanation``.
     """
-    from ..export.budget import OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names
+    from ..export.budget import (RANKING_IMAGES, OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names,
+                                 rank_by_sensitivity)
     from ..export.calibration import ImageBank, calibration_set, load_images
     from ..export.exporter import _keras_probabilities
     from ..export.metadata import embed_onnx_metadata, embed_tflite_metadata
@@ -131,18 +136,27 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
         info(f"{fmt.value}: quantizing and measuring each layer's error ...")
         if fmt is Format.TFLITE:
             sel = TFLiteSelective(src.model, cal.images, io=io_type)
-            data_bytes = embed_tflite_metadata(sel.quantize(), meta)
+
+            def make(kept, sel=sel):
+                return embed_tflite_metadata(sel.quantize([n for x in kept for n in x.nodes]), meta)
         else:
             from ..export.onnx_export import convert_onnx
 
             names, containers = keras_layer_names(src.model)
             float_bytes = convert_onnx(src.model, output_kind=src.output_kind).SerializeToString()
             sel = OnnxSelective(float_bytes, cal.images, layer_names=names, containers=containers)
-            proto = sel._onnx.load_from_string(sel.quantize())
-            embed_onnx_metadata(proto, meta)
-            data_bytes = proto.SerializeToString()
+
+            def make(kept, sel=sel):
+                proto = sel._onnx.load_from_string(sel.quantize([n for x in kept for n in x.nodes]))
+                embed_onnx_metadata(proto, meta)
+                return proto.SerializeToString()
         try:
             layers = sel.layer_errors()
+            data_bytes = make([])
+            if sensitivity:
+                info(f"{fmt.value}: measuring each of {len(layers.layers)} layers' effect on the output ...")
+                layers = rank_by_sensitivity(layers, make=make, predict=lambda d, s="." + fmt.value: _predict_bytes(
+                    d, s, cal.images[:RANKING_IMAGES]))
         finally:
             if isinstance(sel, OnnxSelective):
                 sel.close()
@@ -187,7 +201,8 @@ def render_markdown(expl: QuantExplanation, *, plot: Optional[str], plot_note: s
              f"Source `{expl.source}`; {expl.calibration_images} calibration images, "
              f"{expl.validation_images} validation images.", ""]
     lines += [f"- {line}" for line in expl.summary().splitlines()]
-    lines += ["", "Metrics: **rmse/scale** (TFLite, QuantizationDebugger): RMS error of the int8 op against the "
+    lines += ["", "Metrics: **sensitivity**: the output error (mean over images of sum |p - p_float|) of "
+              "the file with only this layer int8, against the file with every layer float. **rmse/scale** (TFLite, QuantizationDebugger): RMS error of the int8 op against the "
               "float op on the same input, in quantization steps of its output; rounding alone gives about "
               "0.29, above 0.7 is suspect. **added noise** (ONNX, qdq_loss_debug): the relative noise power "
               "(against the float model) at the layer's output minus the largest at its inputs.", ""]
