@@ -98,6 +98,83 @@ def bench_model(name: str, alpha: float, data: Path, work: Path, args) -> dict:
             "rows": rows}
 
 
+def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> list[dict]:
+    """Agreement, size and p50 against the number of layers kept float (``order``: the budget
+    export's ranking; prefixes 0, 1, 2, 4, ... all): what any budget can buy on this model."""
+    from edgeclf._io import write_bytes
+    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names
+    from edgeclf.export.calibration import ImageBank, calibration_set, load_images
+    from edgeclf.export.exporter import _keras_probabilities
+    from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
+    from edgeclf.export.source import load_source
+    from edgeclf.runtime import metrics
+    from edgeclf.runtime.spec import DEFAULT_CALIBRATION_SIZE, ModelSpec
+
+    src = load_source(run)
+    bank = ImageBank(src.input_size, src.resize_method)
+    cal = calibration_set(src.train, src.input_size, n=DEFAULT_CALIBRATION_SIZE, seed=src.seed, bank=bank)
+    val = load_images(src.val, src.input_size, bank=bank)
+    keras_probs = _keras_probabilities(src.model, val.images, src.output_kind)
+    meta = ModelSpec(labels=src.labels, input_size=src.input_size, output_kind=src.output_kind, precision="int8")
+    if fmt == "tflite":
+        sel = TFLiteSelective(src.model, cal.images)
+
+        def finish(raw):
+            return embed_tflite_metadata(raw, meta)
+    else:
+        from edgeclf.export.onnx_export import convert_onnx
+
+        names, containers = keras_layer_names(src.model)
+        sel = OnnxSelective(convert_onnx(src.model, output_kind=src.output_kind).SerializeToString(), cal.images,
+                            layer_names=names, containers=containers)
+
+        def finish(raw):
+            proto = sel._onnx.load_from_string(raw)
+            embed_onnx_metadata(proto, meta)
+            return proto.SerializeToString()
+    by_name = {x.layer: x for x in sel.layer_errors().layers if x.nodes}
+    ranking = [by_name[name] for name in order if name in by_name]
+    n = len(ranking)
+    ks = sorted({0, n} | {2 ** i for i in range(n.bit_length()) if 2 ** i < n})
+    out_dir = work / f"curve_{src.name}_{fmt}"
+    points = []
+    for k in ks:
+        data = finish(sel.quantize([nd for x in ranking[:k] for nd in x.nodes]))
+        path = write_bytes(out_dir / f"float{k:03d}.{fmt}", data)
+        probs = _predict_bytes(data, "." + fmt, val.images)
+        points.append({"float_layers": k, "of": n, "path": path, "size_bytes": len(data),
+                       "agreement": metrics.top1_agreement(probs, keras_probs),
+                       "accuracy": metrics.accuracy(probs, val.indices)})
+        print(f"  curve {fmt} {k}/{n} float: agreement {100 * points[-1]['agreement']:.1f}%", flush=True)
+    lat = p50s([p["path"] for p in points], val.images[:1], threads=args.threads, rounds=args.rounds,
+               seconds=args.seconds)
+    for p in points:
+        p["p50_ms"] = lat[str(p["path"])]
+        p["path"] = str(p["path"])
+    base = points[0]
+    for p in points:
+        p["latency_vs_int8_full"] = p["p50_ms"] / base["p50_ms"]
+        p["size_vs_int8_full"] = p["size_bytes"] / base["size_bytes"]
+    if isinstance(sel, OnnxSelective):
+        sel.close()
+    return points
+
+
+def curve_table(results: list[dict]) -> str:
+    from edgeclf._term import format_table, human_bytes
+
+    rows = []
+    for res in results:
+        for fmt, points in res.get("curves", {}).items():
+            for p in points:
+                rows.append([f"{res['model']} a{res['alpha']:g}", fmt, f"{p['float_layers']}/{p['of']}",
+                             f"{100 * p['agreement']:.1f}%", f"{100 * p['accuracy']:.1f}%",
+                             human_bytes(p["size_bytes"]), f"{p['p50_ms']:.2f}",
+                             f"{p['latency_vs_int8_full']:.2f}x", f"{p['size_vs_int8_full']:.2f}x"])
+    return format_table(["model", "format", "float layers", "agreement", "accuracy", "size", "p50 ms",
+                         "lat/int8", "size/int8"], rows)
+
+
 def table(results: list[dict]) -> str:
     from edgeclf._term import format_table, human_bytes
 
@@ -126,16 +203,20 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.5, help="timing budget per file per round")
+    ap.add_argument("--curve", action="store_true",
+                    help="also measure agreement/size/latency for 0, 1, 2, 4, ... all layers kept float")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-quant-budget"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quant_budget.json")
     args = ap.parse_args(argv)
 
     from edgeclf._io import write_json
     from edgeclf._optional import import_tensorflow
+    from edgeclf._term import show_progress_on_stderr
     from edgeclf.data.synth import generate
     from edgeclf.runtime.latency import system_info
 
     tf = import_tensorflow()
+    show_progress_on_stderr()  # the export's progress and its one-line budget verdicts
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "data"
     if not data.exists():
@@ -143,7 +224,14 @@ def main(argv=None) -> int:
     results = []
     t0 = time.monotonic()
     for name in args.models.split(","):
-        results.append(bench_model(name, MODELS.get(name, 1.0), data, args.work, args))
+        res = bench_model(name, MODELS.get(name, 1.0), data, args.work, args)
+        if args.curve:
+            res["curves"] = {}
+            for r in res["rows"]:
+                if r["kind"] == "int8 budget" and r["budget"] and r["budget"]["ranking"]:
+                    order = [x["layer"] for x in r["budget"]["ranking"]]
+                    res["curves"][r["format"]] = tradeoff_curve(Path(res["run"]), r["format"], order, args.work, args)
+        results.append(res)
     sysinfo = system_info()
     doc = {"system": sysinfo.to_dict(), "tensorflow": tf.__version__, "threads": args.threads,
            "rounds": args.rounds, "seconds_per_round": args.seconds, "image_size": args.size, "epochs": args.epochs,
@@ -151,6 +239,9 @@ def main(argv=None) -> int:
            "max_accuracy_drop": args.max_accuracy_drop, "total_seconds": time.monotonic() - t0, "results": results}
     write_json(args.out, doc)
     print(table(results))
+    if args.curve:
+        print("\ntrade-off: the budget's ranking, the N most harmful layers kept float")
+        print(curve_table(results))
     print(f"\nagreement/accuracy vs the Keras model on {results[0]['validation_images']} validation images; "
           f"p50 at batch 1, {args.threads} thread(s), median of {args.rounds} interleaved rounds; "
           f"budget: agreement >= {args.min_agreement:g}"

@@ -424,12 +424,15 @@ class BudgetResult:
     tried: tuple[dict, ...]  # every candidate: float layers, agreement, accuracy, met
     layers_ranked: int
     message: str
+    ranking: tuple[dict, ...] = ()  # every ranked layer, most harmful first, with its error
+
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["float_layers"] = list(self.float_layers)
         d["why"] = [dict(x) for x in self.why]
         d["tried"] = [dict(x) for x in self.tried]
+        d["ranking"] = [dict(x) for x in self.ranking]
         return d
 
 
@@ -533,7 +536,8 @@ def meet_budget(name: str, budget: Budget, ranking: LayerErrors, *, full_file: b
         tried=tuple({"float_layers": k, "agreement": metrics.top1_agreement(v[1], keras_probs),
                      "accuracy": metrics.accuracy(v[1], y) if y is not None else None,
                      "size_bytes": len(v[0]), "met": not v[2]} for k, v in sorted(tried.items())),
-        layers_ranked=len(layers), message=msg)
+        layers_ranked=len(layers), message=msg,
+        ranking=tuple({"layer": x.layer, ranking.metric: x.error} for x in layers))
     return data, probs, result
 
 
