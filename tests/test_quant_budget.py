@@ -245,3 +245,15 @@ def test_explain_quant_sensitivity_ranks_by_the_output(run_dir, tmp_path):
     assert f.layers.layers[0].layer == SABOTAGED, [x.layer for x in f.layers.layers]
     assert all("rmse/scale" in x.stats for x in f.layers.layers), "the engine's own figure must be kept"
     assert f.layers.layers[0].error > 10 * f.layers.layers[-1].error
+
+
+def test_an_accuracy_budget_needs_labelled_validation_images(run_dir, tmp_path):
+    from edgeclf.export.exporter import export_model
+
+    data_root = Path(json.loads((run_dir / "split.json").read_text())["root"])
+    out = tmp_path / "unlabelled"
+    # A model file with --calibration only: validation falls back to unlabelled calibration images.
+    with pytest.raises(UsageError, match="--max-accuracy-drop needs labelled validation images"):
+        export_model(run_dir / "model.keras", out, labels=run_dir / "labels.txt", calibration=data_root,
+                     precisions=["int8"], max_accuracy_drop=1.0)
+    assert not out.exists()

@@ -269,6 +269,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     keras_probs = _keras_probabilities(model, check.images, src.output_kind)
     labelled = check.has_labels
     keras_acc = metrics.accuracy(keras_probs, check.indices) if labelled and len(check) else None
+    if budget is not None and budget.max_accuracy_drop is not None and not labelled:
+        raise UsageError("--max-accuracy-drop needs labelled validation images (a run directory or --data DATA); "
+                         "--min-agreement needs none")
     explicit = bool(precisions)
 
     meta = ModelSpec(
