@@ -112,7 +112,7 @@ def bench_model(name: str, alpha: float, data: Path, work: Path, args) -> dict:
     rows.sort(key=lambda r: (r["format"] != "tflite", order[r["kind"]]))
     for fmt in ("tflite", "onnx"):
         by = {r["kind"]: r for r in rows if r["format"] == fmt}
-        full, mixed, flt = by.get("int8 full"), by.get("int8 budget"), by.get("float32")
+        full, flt = by.get("int8 full"), by.get("float32")
         for r in by.values():
             r["latency_vs_int8_full"] = r["p50_ms"] / full["p50_ms"] if full else None
             r["size_vs_int8_full"] = r["size_bytes"] / full["size_bytes"] if full else None
@@ -130,7 +130,6 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     from edgeclf.export.budget import OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names
     from edgeclf.export.calibration import ImageBank, calibration_set, load_images
     from edgeclf.export.exporter import _keras_probabilities
-    from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
     from edgeclf.export.source import load_source
     from edgeclf.runtime import metrics
     from edgeclf.runtime.spec import DEFAULT_CALIBRATION_SIZE, ModelSpec
@@ -143,20 +142,12 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     meta = ModelSpec(labels=src.labels, input_size=src.input_size, output_kind=src.output_kind, precision="int8")
     if fmt == "tflite":
         sel = TFLiteSelective(src.model, cal.images)
-
-        def finish(raw):
-            return embed_tflite_metadata(raw, meta)
     else:
         from edgeclf.export.onnx_export import convert_onnx
 
         names, containers = keras_layer_names(src.model)
         sel = OnnxSelective(convert_onnx(src.model, output_kind=src.output_kind).SerializeToString(), cal.images,
                             layer_names=names, containers=containers)
-
-        def finish(raw):
-            proto = sel._onnx.load_from_string(raw)
-            embed_onnx_metadata(proto, meta)
-            return proto.SerializeToString()
     by_name = {x.layer: x for x in sel.layer_errors().layers if x.nodes}
     ranking = [by_name[name] for name in order if name in by_name]
     n = len(ranking)
@@ -164,7 +155,7 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     out_dir = work / f"curve_{src.name}_{fmt}"
     points = []
     for k in ks:
-        data = finish(sel.quantize([nd for x in ranking[:k] for nd in x.nodes]))
+        data = sel.file(ranking[:k], meta)
         path = write_bytes(out_dir / f"float{k:03d}.{fmt}", data)
         probs = _predict_bytes(data, "." + fmt, val.images)
         points.append({"float_layers": k, "of": n, "path": path, "size_bytes": len(data),

@@ -257,3 +257,19 @@ def test_an_accuracy_budget_needs_labelled_validation_images(run_dir, tmp_path):
         export_model(run_dir / "model.keras", out, labels=run_dir / "labels.txt", calibration=data_root,
                      precisions=["int8"], max_accuracy_drop=1.0)
     assert not out.exists()
+
+
+def test_engine_names_map_to_keras_layers():
+    from edgeclf.export.budget import match_layer
+
+    names = ["expanded_conv_1/depthwise", "expanded_conv_1/depthwise/BatchNorm", "conv2d", "conv2d_1",
+             "MobilenetV3small"]
+    containers = {"MobilenetV3small"}
+    # TFLite fuses ops and joins their names with ';'; the layer furthest along the path wins.
+    assert match_layer("model/conv2d_1/Relu;model/conv2d_1/BiasAdd;model/conv2d_1/Conv2D1", names) == "conv2d_1"
+    assert match_layer("model/expanded_conv_1/depthwise/BatchNorm/FusedBatchNormV3;"
+                       "model/expanded_conv_1/depthwise/depthwise", names) == "expanded_conv_1/depthwise/BatchNorm"
+    assert match_layer("model/MobilenetV3small/conv2d/Conv2D", names, containers) == "conv2d"
+    assert match_layer("model/MobilenetV3small/Identity", names, containers) == "MobilenetV3small"
+    assert match_layer("StatefulPartitionedCall:0", names) is None
+    assert match_layer("model/conv2d_10/Conv2D", names) is None, "conv2d must not match conv2d_10"

@@ -103,7 +103,6 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
                                  rank_by_sensitivity)
     from ..export.calibration import ImageBank, calibration_set, load_images
     from ..export.exporter import _keras_probabilities
-    from ..export.metadata import embed_onnx_metadata, embed_tflite_metadata
     from ..export.source import load_source
 
     fmts = [parse_enum(Format, f, name="format") for f in (formats or [f.value for f in Format])]
@@ -136,9 +135,6 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
         info(f"{fmt.value}: quantizing and measuring each layer's error ...")
         if fmt is Format.TFLITE:
             sel = TFLiteSelective(src.model, cal.images, io=io_type)
-
-            def make(kept, sel=sel):
-                return embed_tflite_metadata(sel.quantize([n for x in kept for n in x.nodes]), meta)
         else:
             from ..export.onnx_export import convert_onnx
 
@@ -146,10 +142,8 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
             float_bytes = convert_onnx(src.model, output_kind=src.output_kind).SerializeToString()
             sel = OnnxSelective(float_bytes, cal.images, layer_names=names, containers=containers)
 
-            def make(kept, sel=sel):
-                proto = sel._onnx.load_from_string(sel.quantize([n for x in kept for n in x.nodes]))
-                embed_onnx_metadata(proto, meta)
-                return proto.SerializeToString()
+        def make(kept, sel=sel):
+            return sel.file(kept, meta)
         try:
             layers = sel.layer_errors()
             data_bytes = make([])

@@ -207,6 +207,13 @@ class TFLiteSelective:
         """The int8 file with ``float_nodes`` (tensor names from ``layer_errors``) kept float."""
         return self._mlir_quantize(float_nodes)
 
+    def file(self, float_layers: Sequence[LayerError], meta) -> bytes:
+        """The finished file: ``float_layers`` kept float, ``meta`` (a ModelSpec) embedded."""
+        from .metadata import embed_tflite_metadata
+
+        raw = self.quantize([n for x in float_layers for n in x.nodes])
+        return embed_tflite_metadata(raw, _with_float_layers(meta, float_layers))
+
     def layer_errors(self, images: Optional[np.ndarray] = None) -> LayerErrors:
         """Each layer's rmse/scale on ``images`` (default: the calibration images)."""
         tf = self._tf
@@ -303,6 +310,14 @@ class OnnxSelective:
         dst = Path(self._tmp.name) / "mixed.onnx"
         self._quantize_to(dst, float_nodes)
         return dst.read_bytes()
+
+    def file(self, float_layers: Sequence[LayerError], meta) -> bytes:
+        """The finished file: ``float_layers`` kept float, ``meta`` (a ModelSpec) embedded."""
+        from .metadata import embed_onnx_metadata
+
+        proto = self._onnx.load_from_string(self.quantize([n for x in float_layers for n in x.nodes]))
+        embed_onnx_metadata(proto, _with_float_layers(meta, float_layers))
+        return proto.SerializeToString()
 
     def _layer_of(self, node) -> str:
         return match_layer(node.name, self.layer_names, self.containers) or node.name
@@ -560,8 +575,6 @@ def enforce_budget(budget: Budget, fmt: str, name: str, *, full_file: bytes, ful
                    ) -> tuple[bytes, np.ndarray, BudgetResult]:
     """The exporter's int8 step: ``full_file`` unchanged when it meets ``budget``, else the mixed
     file from ``meet_budget`` (metadata ``meta`` embedded, with ``extra["float_layers"]``)."""
-    from .metadata import embed_onnx_metadata, embed_tflite_metadata
-
     fmt = Format(fmt)
     if not budget.failures(full_probs, keras_probs, y):
         empty = LayerErrors(fmt.value, "", 0, ())
@@ -571,20 +584,13 @@ def enforce_budget(budget: Budget, fmt: str, name: str, *, full_file: bytes, ful
     names, containers = keras_layer_names(model)
     if fmt is Format.TFLITE:
         sel = TFLiteSelective(model, calibration, io=io)
-
-        def make(layers):
-            raw = sel.quantize([n for x in layers for n in x.nodes])
-            return embed_tflite_metadata(raw, _with_float_layers(meta, layers))
     else:
         if float_onnx is None:
             raise ExportError("the float ONNX model is needed for an ONNX int8 budget")
         sel = OnnxSelective(float_onnx, calibration, layer_names=names, containers=containers)
-        onnx = sel._onnx
 
-        def make(layers):
-            proto = onnx.load_from_string(sel.quantize([n for x in layers for n in x.nodes]))
-            embed_onnx_metadata(proto, _with_float_layers(meta, layers))
-            return proto.SerializeToString()
+    def make(layers):
+        return sel.file(layers, meta)
     ranking = sel.layer_errors()
     info(f"{name}: measuring each of {len(ranking.layers)} layers' effect on the output (one quantization each) ...")
     ranking = rank_by_sensitivity(ranking, make=make, predict=lambda data: _predict_bytes(
