@@ -166,6 +166,7 @@ def test_a_budget_that_needs_float_layers(run_dir, unbudgeted, fmt):
     assert f.agreement == 1.0 and b["full_int8"]["agreement"] == plain.file(name).agreement
     assert [w["layer"] for w in b["why"]] == b["float_layers"] and all(w["rank"] >= 1 for w in b["why"])
     assert "kept" in b["message"] and SABOTAGED in b["message"]
+    assert f"int8 ({len(b['float_layers'])} layers float)" in report.table()
     doc = json.loads((out / "export.json").read_text())
     assert doc["files"][0]["budget"]["float_layers"] == b["float_layers"]
     clf = load_classifier(out / name)  # the mixed file carries its spec and the float layers

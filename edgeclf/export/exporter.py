@@ -84,7 +84,8 @@ class ExportReport:
         rows = []
         for f in self.files:
             rows.append([
-                f.file, f.precision, human_bytes(f.size_bytes),
+                f.file, f.precision + (f" ({len(f.budget['float_layers'])} layers float)"
+                                       if f.budget and f.budget["float_layers"] else ""), human_bytes(f.size_bytes),
                 "" if f.size_vs_float32 is None else f"{100 * f.size_vs_float32:.0f}%",
                 "" if f.agreement is None else f"{100 * f.agreement:.1f}%",
                 "n/a" if f.accuracy is None else f"{100 * f.accuracy:.1f}%",
