@@ -60,6 +60,8 @@ def show_progress_on_stderr() -> None:
     if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
         LOGGER.addHandler(_StderrHandler())
     LOGGER.setLevel(logging.INFO)
+    # Not to the root logger too: a library's logging.basicConfig() would print every line twice.
+    LOGGER.propagate = False
 
 
 def _showing() -> bool:

@@ -119,8 +119,8 @@ _KILL_AT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kill_at, expect", [(1, "old"), (2, "new"), (3, "new")])
-def test_a_kill_between_the_renames_is_repaired_by_the_next_run(tmp_path, kill_at, expect, caplog):
-    caplog.set_level("INFO", logger="edgeclf")
+def test_a_kill_between_the_renames_is_repaired_by_the_next_run(tmp_path, kill_at, expect, edgeclf_log):
+    caplog = edgeclf_log
     out = _edgeclf_folder(tmp_path / "run")
     r = subprocess.run([sys.executable, "-c", _KILL_AT, str(out), str(kill_at)], cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)

@@ -366,8 +366,8 @@ def test_keep_logits_exports_the_model_as_it_is(exported):
 
 
 @pytest.mark.slow
-def test_int8_io_is_still_exported_with_a_note_that_apps_need_uint8(exported, caplog):
-    caplog.set_level("INFO", logger="edgeclf")
+def test_int8_io_is_still_exported_with_a_note_that_apps_need_uint8(exported, edgeclf_log):
+    caplog = edgeclf_log
     from edgeclf.export.exporter import export_model
 
     out, _, images = exported

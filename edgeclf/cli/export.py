@@ -46,10 +46,16 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--description", default=None, help="Model description in the standard TFLite metadata "
                                                    "(default: made from the labels and precision).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only a folder edgeclf made).")
+@click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+              help="Budget for the int8 files: accuracy at most PTS points below the Keras model's on the "
+                   "validation images; a file that misses it keeps its most harmful layers float until it holds.")
+@click.option("--min-agreement", type=float, default=None, metavar="FRAC",
+              help="Budget for the int8 files: top-1 agreement with the Keras model of at least FRAC (e.g. 0.99), "
+                   "met the same way. Exit 1 when a budget cannot be met (the best file found is written).")
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
-               labels, seed, batch, keep_logits, author, license_, description, overwrite, json_out, input_range,
-               output_kind):
+               labels, seed, batch, keep_logits, author, license_, description, overwrite, max_accuracy_drop,
+               min_agreement, json_out, input_range, output_kind):
     """Convert a trained classifier (a run directory, or a Keras 3 / tf_keras .keras/.h5 or a
     SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and
     input spec, each checked against the Keras model with the TensorFlow-free runtime.
@@ -58,6 +64,7 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     Examples:
       edgeclf export runs/cnn --out export/cnn
       edgeclf export runs/cnn --out export/cnn --format tflite --precision int8 --io int8
+      edgeclf export runs/cnn --out export/cnn --precision float32 --precision int8 --min-agreement 0.99
       edgeclf export my_model.keras --labels labels.txt --data photos/ --out export/mine
       edgeclf export runs/cnn --out export/phone --format tflite --format ort --batch 1
     """
@@ -72,6 +79,7 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
         qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, keep_logits=keep_logits, batch=batch,
         card=ModelCard(description=description, author=author, license=license_), input_range=input_range,
         output_kind=output_kind,
+        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
     )
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
@@ -80,6 +88,11 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
         if mobile:
             click.echo("\nORT Mobile: which execution providers can run each ONNX/ORT file (ORT's own check)")
             click.echo(mobile)
+    missed = [f.budget for f in report.files if f.budget is not None and not f.budget["met"]]
+    for b in missed:
+        click.echo(f"FAIL {b['message']}", err=True)
+    if missed:
+        raise SystemExit(1)
 
 
 COMMANDS: list[click.Command] = [export_cmd]

@@ -41,6 +41,7 @@ class ExportedFile:
     size_vs_float32: Optional[float] = None
     seconds: float = 0.0
     mobile: Optional[dict] = None  # ONNX/ORT: ORT's mobile usability verdicts (NNAPI, CoreML)
+    budget: Optional[dict] = None  # int8 with an accuracy budget: export.budget.BudgetResult.to_dict()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +93,8 @@ class ExportReport:
         rows = []
         for f in self.files:
             rows.append([
-                f.file, f.precision, human_bytes(f.size_bytes),
+                f.file, f.precision + (f" ({len(f.budget['float_layers'])} layers float)"
+                                       if f.budget and f.budget["float_layers"] else ""), human_bytes(f.size_bytes),
                 "" if f.size_vs_float32 is None else f"{100 * f.size_vs_float32:.0f}%",
                 "" if f.agreement is None else f"{100 * f.agreement:.1f}%",
                 "n/a" if f.accuracy is None else f"{100 * f.accuracy:.1f}%",
@@ -176,7 +178,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, qat_epochs: int = 1,
                  seed: Optional[int] = None, overwrite: bool = False, keep_logits: bool = False,
                  batch: Optional[int] = None, card=None, input_range: Optional[str] = None,
-                 output_kind: Optional[str] = None) -> ExportReport:
+                 output_kind: Optional[str] = None, max_accuracy_drop: Optional[float] = None,
+                 min_agreement: Optional[float] = None) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -206,6 +209,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         input_range: the pixel values the model expects ("0,255", "0,1", "-1,1"); default:
             inferred. Every file still takes 0..255 pixels (the scaling is put in front).
         output_kind: "logits", "probabilities" or "sigmoid"; default: inferred.
+        max_accuracy_drop, min_agreement: an accuracy budget for the int8 files against the
+            Keras model on the validation images; a file that misses it keeps its most harmful
+            layers float until it holds (``export.budget``); ``files[i].budget`` says how.
 
     Returns:
         An ``ExportReport``.
@@ -242,6 +248,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     wanted, _ = plan_jobs(formats, precisions)
     if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):
         raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
+    from .budget import Budget
+
+    budget = Budget.from_options(max_accuracy_drop, min_agreement)
+    if budget is not None and not any(p is Precision.INT8 for _, p in wanted):
+        raise UsageError("--max-accuracy-drop / --min-agreement apply to the int8 files, and none is being exported")
 
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
@@ -292,6 +303,9 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     keras_probs = _keras_probabilities(model, check.images, src.output_kind)
     labelled = check.has_labels
     keras_acc = metrics.accuracy(keras_probs, check.indices) if labelled and len(check) else None
+    if budget is not None and budget.max_accuracy_drop is not None and not labelled:
+        raise UsageError("--max-accuracy-drop needs labelled validation images (a run directory or --data DATA); "
+                         "--min-agreement needs none")
     explicit = bool(precisions)
 
     meta = ModelSpec(
@@ -333,6 +347,17 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                                                   file_meta, cache, batch=batch, card=card, name=name)
                     write_bytes(path, data_bytes)
                     probs = _runtime_probabilities(path, check.images)
+                    budget_info = None
+                    if budget is not None and prec is Precision.INT8 and fmt != Format.ORT.value:
+                        from .budget import enforce_budget
+
+                        data_bytes, probs, res = enforce_budget(
+                            budget, fmt, name, full_file=data_bytes, full_probs=probs, keras_probs=keras_probs,
+                            images=check.images, y=check.indices if labelled else None, model=model,
+                            calibration=cal.images, io=io_type, meta=file_meta, float_onnx=cache.get("onnx_float32"))
+                        write_bytes(path, data_bytes)
+                        budget_info = res.to_dict()
+                        info(res.message)
                     _check_file(name, prec, probs, keras_probs)
                 except EdgeclfError as exc:
                     # A precision the converter or engine cannot do for this model (int16x8 on
@@ -360,7 +385,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                     file=name, format=fmt, precision=prec.value, size_bytes=size_b, sha256=file_sha256(path),
                     agreement=agreement, accuracy=acc, max_abs_diff=max_diff, golden_atol=atol,
                     size_vs_float32=ratio, seconds=round(secs, 2),
-                    mobile=None if mobile is None else mobile.to_dict()))
+                    mobile=None if mobile is None else mobile.to_dict(), budget=budget_info))
                 acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
                 info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
                      f"({secs:.1f}s)")

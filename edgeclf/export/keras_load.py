@@ -177,6 +177,8 @@ class LoadedModel:
         """
         from .qat import rebuild_as_tf_keras, with_wrapping
 
+        if "tf_keras" in self._cache:  # QAT and the accuracy budget share one rebuild
+            return self._cache["tf_keras"]
         if self.keras_model is None:
             raise UsageError(f"{self.path}: QAT needs the model's layers, and a SavedModel without Keras "
                              "metadata holds only a traced graph; export the Keras model (.keras) for QAT")
@@ -187,6 +189,7 @@ class LoadedModel:
             from .heads import with_probability_head
 
             model, _ = with_probability_head(model, OutputKind.LOGITS)
+        self._cache["tf_keras"] = model
         return model
 
     def describe(self) -> str:

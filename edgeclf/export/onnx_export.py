@@ -287,6 +287,13 @@ class _Reader:
         pass
 
 
+def int8_static_options(q) -> dict:
+    """The settings of every static int8 ONNX file, full or budgeted (see ``quantize_onnx``:
+    QDQ, per-channel int8 weights in 7 bits so no CPU saturates, uint8 activations)."""
+    return dict(quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True)
+
+
 def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray | None = None):
     """int8: static QDQ, per-channel, uint8 activations / int8 weights in 7 bits, calibrated
     on ``calibration``; dynamic: uint8 weights, activations quantized at run time.
@@ -321,12 +328,7 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
                         src = pre
                     except Exception:  # pre-processing only helps; quantize the plain file without it
                         pass
-                    q.quantize_static(
-                        str(src), str(dst), _Reader(calibration),
-                        quant_format=q.QuantFormat.QDQ, per_channel=True,
-                        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                        calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True,
-                    )
+                    q.quantize_static(str(src), str(dst), _Reader(calibration), **int8_static_options(q))
                 elif precision is Precision.DYNAMIC:
                     # uint8 weights: ConvInteger has only that kernel in ORT's CPU provider, and
                     # uint8 x uint8 products never saturate on any CPU (see the docstring).
