@@ -55,6 +55,7 @@ def _sabotage(model, factor: float):
 def trained(tmp_path_factory, keras):
     root = tmp_path_factory.mktemp("budget")
     samples = make_images(root / "data")
+    keras.backend.clear_session()  # layer names from 'conv2d' on, whatever ran before in this process
     keras.utils.set_random_seed(0)
     return root, samples, fit(keras, tiny_cnn(keras), samples, epochs=3)
 
