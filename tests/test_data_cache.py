@@ -140,3 +140,28 @@ def test_no_cache_writes_nothing(tmp_path):
     r = decode_images(paths_of(root), 8, cache=False, show_progress=False)
     assert r.cache_dir is None and len(r.paths) == 4
     assert not (tmp_path / "cache").exists()
+
+
+def test_large_jpegs_decode_to_the_same_pixels_in_training_and_on_the_device(tmp_path):
+    """Photos are decoded in JPEG draft mode (DCT-domain downscaling) for speed: the training
+    cache, the device's load_image (from a path or an opened PIL image) and the Classifier's
+    own preprocessing must still see exactly the same pixels."""
+    from PIL import Image
+
+    from edgeclf.runtime.preprocess import open_image
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(3):
+        small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        p = tmp_path / f"photo{i}.jpg"
+        Image.fromarray(small).resize((1600, 1200), Image.Resampling.BICUBIC).save(p, "JPEG", quality=90)
+        paths.append(str(p))
+    r = decode_images(paths, 96, cache=True, workers=2, show_progress=False)
+    for i, p in enumerate(paths):
+        device = load_image(p, 96)
+        np.testing.assert_array_equal(r.pixels[i], device, err_msg=f"{p}: cache vs load_image")
+        with Image.open(p) as im:
+            np.testing.assert_array_equal(load_image(im, 96), device, err_msg=f"{p}: PIL image vs path")
+        # draft mode really is on: the decoded image is smaller than the file
+        assert max(open_image(p, draft_to=(96, 96)).size) < 1600
