@@ -1,6 +1,5 @@
 """measure_latency's bounds and statistics, with a fake clock-free workload."""
 
-import time
 
 import numpy as np
 import pytest
@@ -17,10 +16,24 @@ def test_runs_bound_and_warmup_counted():
     assert stats.runs == 10 and stats.warmup == 4
 
 
-def test_seconds_bound_stops_early():
-    stats = measure_latency(lambda: time.sleep(0.01), warmup=0, seconds=0.05)
-    assert 4 <= stats.runs <= 7
-    assert stats.p50_ms >= 9.0
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """A clock that moves only when a test says so: timings are exact, whatever the machine's load."""
+    import edgeclf.runtime.latency as latency
+
+    now = [0]
+
+    def advance(ms):
+        now[0] += int(ms * 1e6)
+
+    monkeypatch.setattr(latency.time, "perf_counter_ns", lambda: now[0])
+    return advance
+
+
+def test_seconds_bound_stops_early(fake_clock):
+    stats = measure_latency(lambda: fake_clock(10), warmup=0, seconds=0.05)
+    assert stats.runs == 5
+    assert stats.p50_ms == pytest.approx(10.0)
 
 
 def test_both_bounds_first_wins():
@@ -44,10 +57,10 @@ def test_bad_bounds(kw):
         measure_latency(lambda: None, **kw)
 
 
-def test_cold_start_and_memory():
-    cold, obj = measure_cold_start(lambda: (time.sleep(0.02), "model")[1], lambda m: time.sleep(0.01))
+def test_cold_start_and_memory(fake_clock):
+    cold, obj = measure_cold_start(lambda: (fake_clock(20), "model")[1], lambda m: fake_clock(10))
     assert obj == "model"
-    assert cold.load_ms >= 19 and cold.first_inference_ms >= 9
+    assert cold.load_ms == pytest.approx(20.0) and cold.first_inference_ms == pytest.approx(10.0)
     assert cold.total_ms == pytest.approx(cold.load_ms + cold.first_inference_ms)
     peak = peak_rss_bytes()
     assert peak is None or peak > 10 * 1024 * 1024, "a Python process with numpy uses more than 10 MB"
