@@ -1,5 +1,4 @@
-"""measure_latency's bounds and statistics, with a fake clock-free workload."""
-
+"""measure_latency's bounds and statistics; timed with a fake clock, so no test races the real one."""
 
 import numpy as np
 import pytest
