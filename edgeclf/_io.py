@@ -25,6 +25,17 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """An OSError without a file name (a full disk) names ``target``, the path the user asked for."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
@@ -45,12 +56,8 @@ def atomic_path(path: PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     # mkstemp makes 0600 files; the renamed result should look like any file the user writes.
     os.chmod(tmp_path, 0o666 & ~_umask())
     try:
-        try:
+        with _naming(target):
             yield tmp_path
-        except OSError as exc:
-            if exc.filename is None and exc.errno is not None:  # a full disk: name the file, not nothing
-                raise OSError(exc.errno, exc.strerror, str(target)) from None
-            raise
         if tmp_path.is_dir():
             raise RuntimeError("atomic_path is for files; use atomic_dir for folders")
         try:
@@ -348,12 +355,8 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output")
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         lock_fd = _hold_marker(tmp, what)
-        try:
+        with _naming(target):
             yield tmp
-        except OSError as exc:
-            if exc.filename is None and exc.errno is not None:  # a full disk: name the folder, not nothing
-                raise OSError(exc.errno, exc.strerror, str(target)) from None
-            raise
         if not (tmp / MARKER).is_file():  # the caller may have emptied the folder; mark it again
             mark_dir(tmp, what)
         with _dir_lock(target.parent):

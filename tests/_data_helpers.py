@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,21 @@ def truncated_png(path: Path) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[: len(data) // 2])
     return path
+
+
+def finishes(fn, seconds: float = 20.0) -> dict:
+    """Run ``fn`` in a thread and return ``{"value": ...}`` or ``{"error": exc}``; a hang fails
+    the test instead of hanging the suite."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} still running after {seconds}s (a hang: it blocks on the file)"
+    return box

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,31 +18,17 @@ from edgeclf.runtime import load_classifier
 from edgeclf.runtime.backend import MAX_THREADS, read_model_bytes
 from edgeclf.runtime.metadata import METADATA_KEY, ModelMetadata
 
+from _data_helpers import finishes
+
 FIXTURES = Path(__file__).parent / "fixtures"
 RED = FIXTURES / "images" / "red.png"
 
-
-def _finishes(fn, seconds=20.0):
-    """Run ``fn`` in a thread; a hang fails the test instead of hanging the suite."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn} still running after {seconds}s (hang)"
-    return box
 
 
 def test_a_fifo_model_is_refused_without_hanging(tmp_path):
     fifo = tmp_path / "model.tflite"
     os.mkfifo(fifo)
-    box = _finishes(lambda: load_classifier(fifo))
+    box = finishes(lambda: load_classifier(fifo))
     assert isinstance(box.get("error"), ModelFileError), box
     assert "not a regular file" in str(box["error"])
 
@@ -51,7 +36,7 @@ def test_a_fifo_model_is_refused_without_hanging(tmp_path):
 def test_a_link_to_dev_zero_is_refused_without_reading_it(tmp_path):
     link = tmp_path / "model.onnx"
     link.symlink_to("/dev/zero")
-    box = _finishes(lambda: load_classifier(link))
+    box = finishes(lambda: load_classifier(link))
     assert isinstance(box.get("error"), ModelFileError) and "not a regular file" in str(box["error"]), box
 
 
@@ -228,7 +213,7 @@ def test_a_fifo_golden_file_is_refused_without_hanging(tmp_path):
 
     g = tmp_path / "golden.npz"
     os.mkfifo(g)
-    box = _finishes(lambda: verify_golden(FIXTURES / "colour_float32.tflite", g, threads=1))
+    box = finishes(lambda: verify_golden(FIXTURES / "colour_float32.tflite", g, threads=1))
     assert isinstance(box.get("error"), DataError) and "not a regular file" in str(box["error"]), box
 
 

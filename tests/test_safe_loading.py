@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -18,25 +17,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _data_helpers import finishes  # noqa: E402
 from edgeclf.errors import DataError, ModelFileError  # noqa: E402
 from edgeclf.export.keras_load import check_config, inspect_model  # noqa: E402
 
-
-def _within(fn, seconds=60):
-    """Run fn in a thread; fail (instead of hanging the suite) if it does not return."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"still running after {seconds}s (it blocks on the file)"
-    return box
 
 
 # --- no TensorFlow needed ------------------------------------------------------------------
@@ -45,16 +29,16 @@ def _within(fn, seconds=60):
 def test_fifo_and_device_links_are_refused_without_reading(tmp_path):
     fifo = tmp_path / "model.keras"
     os.mkfifo(fifo)
-    box = _within(lambda: inspect_model(fifo))
+    box = finishes(lambda: inspect_model(fifo))
     assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"]), box
     (tmp_path / "zero.h5").symlink_to("/dev/zero")
-    box = _within(lambda: inspect_model(tmp_path / "zero.h5"))
+    box = finishes(lambda: inspect_model(tmp_path / "zero.h5"))
     assert isinstance(box.get("error"), ModelFileError) and "device" in str(box["error"]), box
     saved = tmp_path / "saved"
     (saved / "variables").mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"\x00")
     os.mkfifo(saved / "variables" / "variables.data-00000-of-00001")
-    box = _within(lambda: inspect_model(saved))
+    box = finishes(lambda: inspect_model(saved))
     assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"]), box
 
 
@@ -192,5 +176,5 @@ def test_run_directory_model_goes_through_the_same_door(tmp_path):
         load_source(run)
     (run / "model.keras").unlink()
     os.mkfifo(run / "model.keras")
-    box = _within(lambda: load_source(run))
+    box = finishes(lambda: load_source(run))
     assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"]), box

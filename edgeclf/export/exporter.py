@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -258,8 +258,6 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
                       input_range=input_range, output_kind=output_kind)
     if not keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
-        from dataclasses import replace
-
         from .heads import with_probability_head
 
         head_model, head_kind = with_probability_head(src.model, src.output_kind)
@@ -460,7 +458,12 @@ def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict,
         proto = fix_batch(proto, batch)
     embed_onnx_metadata(proto, meta)
     onnx_bytes = proto.SerializeToString()
-    mobile = check_mobile_usability(onnx_bytes, name=name)
+    # The .onnx and .ort files of a precision share one graph (only their metadata differ):
+    # ORT's checker, which optimizes the model first, runs once for both.
+    mkey = f"mobile_{prec.value}"
+    if mkey not in cache:
+        cache[mkey] = check_mobile_usability(onnx_bytes, name=name)
+    mobile = replace(cache[mkey], file=name)
     if fmt == Format.ORT.value:
         return convert_to_ort(onnx_bytes), mobile
     return onnx_bytes, mobile

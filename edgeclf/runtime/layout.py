@@ -151,14 +151,6 @@ class ExportDir:
         """``model_<precision>.<format>``: the name of an exported file."""
         return f"model_{Precision(precision).value}.{Format(fmt).value}"
 
-    @property
-    def golden_path(self) -> Path:
-        return self.path / self.GOLDEN
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
-
     def model_files(self) -> list[Path]:
         """The deployable files in the folder, in export order (see ``model_order``)."""
         return sorted((q for q in self.path.iterdir() if is_model_file(q)), key=model_order)
