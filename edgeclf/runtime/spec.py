@@ -133,6 +133,8 @@ NEEDS_CALIBRATION: dict[Format, frozenset[Precision]] = {
 # ---- defaults, declared once -----------------------------------------------------------------
 
 DEFAULT_SEED = 123
+# The name of every exported file's input tensor (Keras Input, ONNX graph input, TFLite metadata).
+INPUT_NAME = "image"
 DEFAULT_VAL_SPLIT = 0.2
 DEFAULT_TEST_SPLIT = 0.0
 DEFAULT_CALIBRATION_SIZE = 200
