@@ -17,8 +17,8 @@ from edgeclf.runtime.spec import Precision
 def test_default_plan_is_every_supported_pair():
     jobs, left = plan_jobs()
     names = [f"{p.value}.{f}" for f, p in jobs]
-    assert names == ["float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite", "int16x8.tflite",
-                     "qat.tflite", "float32.onnx", "dynamic.onnx", "int8.onnx", "qat.onnx"]
+    assert names == ["float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite", "int8-full.tflite",
+                     "int16x8.tflite", "qat.tflite", "float32.onnx", "dynamic.onnx", "int8.onnx", "qat.onnx"]
     assert left == []
 
 

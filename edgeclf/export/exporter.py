@@ -17,8 +17,8 @@ from ..runtime import metrics
 from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
 from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, FLOAT32_MAX_ABS_DIFF, GOLDEN_ATOL, GOLDEN_IMAGES,
-                            DEFAULT_FORMATS, NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec,
-                            OutputKind, Precision, parse_enum)
+                            DEFAULT_FORMATS, INTEGER_IO, NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType,
+                            ModelSpec, OutputKind, Precision, parse_enum)
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .golden import write_golden
 
@@ -42,6 +42,7 @@ class ExportedFile:
     seconds: float = 0.0
     mobile: Optional[dict] = None  # ONNX/ORT: ORT's mobile usability verdicts (NNAPI, CoreML)
     budget: Optional[dict] = None  # int8 with an accuracy budget: export.budget.BudgetResult.to_dict()
+    speed: Optional[dict] = None  # TFLite int8: the layers kept float for speed, and their times (speed.SpeedChoice)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,9 +93,9 @@ class ExportReport:
         """The terminal summary: file, precision, size, size vs float32, agreement, accuracy."""
         rows = []
         for f in self.files:
+            floats = (f.budget or {}).get("float_layers") or [x["layer"] for x in (f.speed or {}).get("float_layers", [])]
             rows.append([
-                f.file, f.precision + (f" ({len(f.budget['float_layers'])} layers float)"
-                                       if f.budget and f.budget["float_layers"] else ""), human_bytes(f.size_bytes),
+                f.file, f.precision + (f" ({len(floats)} layers float)" if floats else ""), human_bytes(f.size_bytes),
                 "" if f.size_vs_float32 is None else f"{100 * f.size_vs_float32:.0f}%",
                 "" if f.agreement is None else f"{100 * f.agreement:.1f}%",
                 "n/a" if f.accuracy is None else f"{100 * f.accuracy:.1f}%",
@@ -188,8 +189,10 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
             SavedModel folder (then ``labels`` is required).
         out: the export folder; built in a temporary folder and renamed into place at the end.
         formats: ``"tflite"`` and/or ``"onnx"`` (default both).
-        precisions: any of float32, float16, dynamic, int8, int16x8, qat (default: every one
-            the formats support and the data allows).
+        precisions: any of float32, float16, dynamic, int8, int8-full, int16x8, qat (default:
+            every one the formats support and the data allows). TFLite int8 is the CPU file
+            (layers faster in float32 on this machine stay float, ``files[i].speed`` says
+            which); int8-full is every op int8 (Edge TPU, NPUs, microcontrollers).
         io: input/output type of the full-integer TFLite files: uint8 (default), int8, float32.
         labels: a labels file (one class per line).
         data: a class-folder dataset, split as ``edgeclf train`` splits it (the run's seed and
@@ -246,8 +249,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     check_out_dir(out, True, inside=(source, data, calibration))
     # Bad names and combinations fail before the (slow) model load.
     wanted, _ = plan_jobs(formats, precisions)
-    if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):
-        raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
+    if io is not None and not any(p in INTEGER_IO and f == "tflite" for f, p in wanted):
+        raise UsageError("--io applies to the integer TFLite files (int8, int8-full, qat), and none is being exported")
     from .budget import Budget
 
     budget = Budget.from_options(max_accuracy_drop, min_agreement)
@@ -336,7 +339,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                             qat_info = {"failed": str(exc)}
                             raise
                     extra = {"format": fmt}
-                    if fmt == Format.TFLITE.value and prec in (Precision.INT8, Precision.QAT):
+                    if fmt == Format.TFLITE.value and prec in INTEGER_IO:
                         extra["io"] = io_type.value
                     if cal is not None and _needs_calibration(Format(fmt), prec):
                         extra["calibration_images"] = len(cal)
@@ -345,6 +348,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                                                   file_meta, cache, batch=batch, card=card, name=name)
                     write_bytes(path, data_bytes)
                     probs = _runtime_probabilities(path, check.images)
+                    sel, speed = cache.pop("tflite_int8", (None, None)) if fmt == Format.TFLITE.value else (None, None)
                     budget_info = None
                     if budget is not None and prec is Precision.INT8 and fmt != Format.ORT.value:
                         from .budget import enforce_budget
@@ -352,7 +356,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                         data_bytes, probs, res = enforce_budget(
                             budget, fmt, name, full_file=data_bytes, full_probs=probs, keras_probs=keras_probs,
                             images=check.images, y=check.indices if labelled else None, model=model,
-                            calibration=cal.images, io=io_type, meta=file_meta, float_onnx=cache.get("onnx_float32"))
+                            calibration=cal.images, io=io_type, meta=file_meta, float_onnx=cache.get("onnx_float32"),
+                            keep_float=speed.layer_errors() if speed else (), selective=sel)
                         write_bytes(path, data_bytes)
                         budget_info = res.to_dict()
                         info(res.message)
@@ -383,7 +388,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                     file=name, format=fmt, precision=prec.value, size_bytes=size_b, sha256=file_sha256(path),
                     agreement=agreement, accuracy=acc, max_abs_diff=max_diff, golden_atol=atol,
                     size_vs_float32=ratio, seconds=round(secs, 2),
-                    mobile=None if mobile is None else mobile.to_dict(), budget=budget_info))
+                    mobile=None if mobile is None else mobile.to_dict(), budget=budget_info,
+                    speed=None if speed is None else speed.to_dict()))
                 acc_txt = f", accuracy {100 * acc:.1f}%" if acc is not None else ""
                 info(f"[{k}/{len(jobs)}] {name}: {human_bytes(size_b)}, agreement {100 * agreement:.1f}%{acc_txt} "
                      f"({secs:.1f}s)")
@@ -430,6 +436,14 @@ def _convert(fmt, prec, model, qat_model, kind, cal, io_type, meta, cache: dict,
         from .tflite import convert_tflite
 
         keras_model = qat_model if prec is Precision.QAT else model
+        if prec is Precision.INT8:  # the CPU file: layers faster in float32 here stay float (speed.py)
+            from .budget import TFLiteSelective, with_float_layers
+            from .speed import convert_int8_cpu
+
+            sel = TFLiteSelective(keras_model, cal_images, io=io_type)
+            raw, choice = convert_int8_cpu(keras_model, cal_images, io=io_type, selective=sel)
+            cache["tflite_int8"] = (sel, choice)
+            return embed_tflite_metadata(raw, with_float_layers(meta, choice.layer_errors()), card=card), None
         raw = convert_tflite(keras_model, prec, calibration=cal_images, io=io_type)
         return embed_tflite_metadata(raw, meta, card=card), None
     from .metadata import embed_onnx_metadata
