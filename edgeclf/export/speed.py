@@ -39,7 +39,9 @@ SPEED, ACCURACY = "speed", "accuracy"
 # A layer stays float only when float is at least this much faster (its span's time): less
 # is within what a shared machine's noise moves.
 DEFAULT_MARGIN = 0.10
-MIN_SAVING_MS = 0.002
+# ... and saves at least this much: below it the choice would follow noise from export to
+# export (tiny models are then always full-integer, and their files reproducible).
+MIN_SAVING_MS = 0.02
 # The chosen file must beat the full-integer one by this much as a whole, else full-integer.
 WHOLE_FILE_MARGIN = 0.03
 DEFAULT_ROUNDS = 9
