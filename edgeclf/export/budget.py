@@ -40,7 +40,7 @@ from .._term import format_table, human_bytes, info
 from ..errors import ExportError, UsageError, first_line
 from ..runtime import metrics
 from ..runtime.spec import Format, INPUT_NAME, IOType
-from .layer_names import as_tf_keras, keras_layer_names, match_layer  # noqa: F401  (the budget's API)
+from .layer_names import as_tf_keras, keras_layer_names, match_layer
 
 # Layers ranked on at most this many calibration images: the ranking settles long before.
 RANKING_IMAGES = 64
@@ -133,7 +133,7 @@ class TFLiteSelective:
 
     def __init__(self, model, calibration: np.ndarray, *, io: IOType = IOType.UINT8):
         from .._optional import import_tensorflow
-        from .tflite import representative_dataset
+        from .calibration import representative_dataset
 
         tf = import_tensorflow()
         self._tf = tf

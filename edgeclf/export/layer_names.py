@@ -1,6 +1,5 @@
-"""Engine names -> Keras layer names: which Keras layer a TFLite tensor or an ONNX node
-belongs to, so that the accuracy budget and the speed choice name (and merge) the layers
-they keep float the same way."""
+"""Engine names to Keras layer names: which Keras layer a TFLite tensor or an ONNX node belongs
+to, so the accuracy budget, the speed choice and explain-quant name what the user built."""
 
 from __future__ import annotations
 

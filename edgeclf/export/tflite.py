@@ -5,30 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._quiet import native_stderr_silenced
-from ..errors import ExportError, UsageError, first_line
+from ..errors import ExportError, first_line
 from ..runtime.spec import IOType, Precision
-
-
-def representative_dataset(images: np.ndarray):
-    """Calibration batches of one image each, as float32 0..255.
-
-    The first image gets one pixel at 0 and one at 255, so the calibrated input range is
-    exactly 0..255 and a uint8 input quantizes with scale 1, zero point 0: the file then
-    takes raw pixels, as its metadata says.
-    """
-    if len(images) == 0:
-        raise UsageError("this precision needs calibration images; give --calibration DATA or --data DATA")
-
-    def gen():
-        for i in range(len(images)):
-            x = images[i : i + 1].astype(np.float32)
-            if i == 0:
-                x = x.copy()
-                x[0, 0, 0, 0] = 0.0
-                x[0, 0, 0, 1] = 255.0
-            yield [x]
-
-    return gen
+from .calibration import representative_dataset
 
 
 def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | None = None,
