@@ -123,17 +123,42 @@ SPEED_KEY = "tflite_int8_speed"  # ctx.cache: (the TFLiteSelective, the speed.Sp
 def tflite_int8_cpu(ctx: ConvertContext, job: Job) -> bytes:
     """The CPU int8 file: full-integer except the layers measured faster in float32 here
     (``speed.py``); the choice stays in ``ctx.cache[SPEED_KEY]`` for export.json and the budget."""
+    from .._term import info
+    from ..errors import first_line
     from .budget import TFLiteSelective, with_float_layers
     from .metadata import embed_tflite_metadata
-    from .speed import convert_int8_cpu
+    from .speed import SpeedChoice, convert_int8_cpu
 
-    sel = TFLiteSelective(ctx.model, ctx.calibration_images(), io=ctx.io)
-    raw, choice = convert_int8_cpu(ctx.model, ctx.calibration_images(), io=ctx.io, selective=sel)
+    images = ctx.calibration_images()
+    try:
+        sel = TFLiteSelective(ctx.model, images, io=ctx.io)
+    except Exception as exc:  # noqa: BLE001 - the choice needs the tf_keras rebuild; the plain converter may not
+        why = f"int8: full-integer; the per-layer speed choice could not run ({first_line(exc)})"
+        info(why)
+        ctx.cache[SPEED_KEY] = (None, SpeedChoice((), (), threads=1, margin=0.0, message=why))
+        return _tflite_file(ctx, job, _full_integer(ctx))
+    raw, choice = convert_int8_cpu(ctx.model, images, io=ctx.io, selective=sel,
+                                   full_integer=lambda: _full_integer(ctx))
     ctx.cache[SPEED_KEY] = (sel, choice)
     return embed_tflite_metadata(raw, with_float_layers(ctx.file_meta(job), choice.layer_errors()), card=ctx.card)
 
 
-@register_converter(Format.TFLITE, Precision.INT8_FULL, Precision.INT16X8, needs=(CALIBRATION,))
+def _full_integer(ctx: ConvertContext) -> bytes:
+    """The full-integer TFLite file, converted once for int8 (when it keeps no layer float) and int8-full."""
+    from .tflite import convert_tflite
+
+    if "tflite_int8_full" not in ctx.cache:
+        ctx.cache["tflite_int8_full"] = convert_tflite(ctx.model, Precision.INT8_FULL,
+                                                       calibration=ctx.calibration_images(), io=ctx.io)
+    return ctx.cache["tflite_int8_full"]
+
+
+@register_converter(Format.TFLITE, Precision.INT8_FULL, needs=(CALIBRATION,))
+def tflite_int8_full(ctx: ConvertContext, job: Job) -> bytes:
+    return _tflite_file(ctx, job, _full_integer(ctx))
+
+
+@register_converter(Format.TFLITE, Precision.INT16X8, needs=(CALIBRATION,))
 def tflite_calibrated(ctx: ConvertContext, job: Job) -> bytes:
     from .tflite import convert_tflite
 

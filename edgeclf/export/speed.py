@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .._term import info
-from ..runtime.spec import IOType
+from ..runtime.spec import IOType, Precision
 
 SPEED, ACCURACY = "speed", "accuracy"
 # A layer stays float only when float is at least this much faster (its span's time): less
@@ -255,8 +255,13 @@ def choose_for_cpu(sel, *, threads: int = 1, rounds: int = DEFAULT_ROUNDS, margi
 
 
 def convert_int8_cpu(model, calibration: np.ndarray, *, io: IOType = IOType.UINT8, threads: int = 1,
-                     rounds: int = DEFAULT_ROUNDS, selective=None) -> tuple[bytes, SpeedChoice]:
+                     rounds: int = DEFAULT_ROUNDS, selective=None,
+                     full_integer: Optional[Callable[[], bytes]] = None) -> tuple[bytes, SpeedChoice]:
     """The int8 TFLite file for CPUs (``Precision.INT8``) and its ``SpeedChoice``.
+
+    When no layer is faster in float32 here, the file is the full-integer one, exactly as
+    ``Precision.INT8_FULL`` converts it (``full_integer()``, default ``tflite.convert_tflite``):
+    then ``int8`` and ``int8-full`` compute the same numbers.
 
     Args:
         model: a tf_keras model or a ``keras_load.LoadedModel``.
@@ -266,6 +271,8 @@ def convert_int8_cpu(model, calibration: np.ndarray, *, io: IOType = IOType.UINT
         rounds: alternating timing rounds (more: steadier on a loaded machine).
         selective: a ``budget.TFLiteSelective`` already calibrated for ``model`` (reused, so
             the accuracy budget need not calibrate again).
+        full_integer: makes the full-integer file (the exporter passes one that it caches for
+            its int8-full file).
 
     Example:
         >>> data, choice = convert_int8_cpu(model, images)   # doctest: +SKIP
@@ -278,4 +285,10 @@ def convert_int8_cpu(model, calibration: np.ndarray, *, io: IOType = IOType.UINT
     info("int8 for CPUs: timing the first and depthwise convolutions in int8 and float32 on this machine ...")
     data, choice = choose_for_cpu(sel, threads=threads, rounds=rounds)
     info(choice.message)
+    if not choice.float_layers:
+        if full_integer is None:
+            from .tflite import convert_tflite
+
+            return convert_tflite(model, Precision.INT8_FULL, calibration=calibration, io=io), choice
+        return full_integer(), choice
     return data, choice

@@ -19,17 +19,16 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
     ``io`` applies to the integer-io precisions (int8, int8-full, qat); int16x8 keeps
     float32 io, the float and dynamic-range files always take float32.
 
-    ``Precision.INT8`` is the CPU file: the layers that ran faster in float32 on this machine
-    stay float (``speed.convert_int8_cpu``, which also says which and why);
-    ``Precision.INT8_FULL`` is every op int8.
+    ``Precision.INT8_FULL`` is every op int8. ``Precision.INT8``, the CPU file, is not one
+    conversion but a measured choice: ``speed.convert_int8_cpu`` makes it (from this
+    function's full-integer file when no layer is faster in float32).
     """
     from .._optional import import_tensorflow
 
     precision = Precision(precision)
     if precision is Precision.INT8:
-        from .speed import convert_int8_cpu
-
-        return convert_int8_cpu(model, calibration if calibration is not None else np.zeros((0,)), io=io)[0]
+        raise ValueError("the int8 file for CPUs is made by export.speed.convert_int8_cpu; "
+                         "convert_tflite makes int8-full (every op int8)")
     tf = import_tensorflow()
     with native_stderr_silenced():
         converter = _converter(tf, model)
