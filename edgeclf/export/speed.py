@@ -248,7 +248,8 @@ def choose_for_cpu(sel, *, threads: int = 1, rounds: int = DEFAULT_ROUNDS, margi
                f"({', '.join(f'{t.layer} {t.float_ms:.3f} vs {t.int8_ms:.3f} ms' for t in keep[:4])}"
                f"{', ...' if len(keep) > 4 else ''}): the file is {whole['ratio']:.2f}x the full-integer one")
     elif timings:
-        msg = f"{name}: every one of {len(timings)} measured layer(s) is faster int8 here: full-integer"
+        msg = (f"{name}: none of {len(timings)} measured layer(s) ran at least {margin:.0%} and {MIN_SAVING_MS} ms "
+               "faster in float32 here: full-integer")
     else:
         msg = f"{name}: no first or depthwise convolution to measure: full-integer"
     return data, SpeedChoice(tuple(keep), tuple(rest), threads, margin, whole, msg)
