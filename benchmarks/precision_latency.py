@@ -7,7 +7,14 @@ and ONNX (QAT is left out: its file has the int8 file's operators and speed, and
 needs training), and times, on the same single image:
 
 - every file through ``edgeclf.runtime`` (batch 1, warm-up, then a time budget; p50/p90),
-- Keras ``model(x)`` and ``model.predict(x)`` with TensorFlow limited to the same threads.
+- Keras ``model(x)`` and ``model.predict(x)`` with TensorFlow limited to the same threads,
+
+and per file its peak memory (``edgeclf.runtime.memory``: a fresh process per file, batch 1)
+and its top-1 agreement with the Keras model on 40 other synthetic images. New files stand
+beside the old: TFLite ``int8`` is the CPU file (``export.speed``; its choice is printed) and
+``int8-full`` the full-integer one; ONNX ``dynamic`` quantizes MatMul/Gemm only and
+``dynamic-all`` is the old file (every op ONNX Runtime can quantize). On a shared machine
+take ratios from ``benchmarks/alternating_latency.py`` on the files kept with ``--work``.
 
 It prints one table per model and writes JSON. Ratios are p50 against p50: above 1 is slower.
 Achieved GFLOP/s = 2 x multiply-accumulates of the conv/dense layers / p50; the peak is a
@@ -25,8 +32,6 @@ and int8 files (benchmarks/op_profile.py). The machine line names the CPU's int8
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
