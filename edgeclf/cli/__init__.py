@@ -112,9 +112,9 @@ def main():
 
 
 def _register():
-    from . import compare, data, export, predict, quant, run, train
+    from . import compare, data, export, predict, quant, run, stream, train
 
-    for module in (data, train, export, predict, compare, run, quant):
+    for module in (data, train, export, predict, stream, compare, run, quant):
         for command in module.COMMANDS:
             main.add_command(command)
 
