@@ -3,9 +3,6 @@ camera, video or URL is opened, never for a folder and never at start-up."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import json
 from pathlib import Path
 
 import click
@@ -79,6 +76,8 @@ def stream_cmd(model, source, top_k, every, max_fps, min_score, max_frames, save
 
 
 def _stream(clf, src, *, top_k, every, max_fps, min_score, max_frames, save, json_out):
+    import contextlib
+    import json
     from .._io import atomic_path
     from .._term import info, printable
     from ..errors import EdgeclfError
@@ -151,6 +150,8 @@ def _overlay(pred, fps: float) -> list[str]:
 
 
 def _line(r, *, folder: bool) -> str:
+    import datetime
+
     from .._term import printable
 
     p = r.prediction
