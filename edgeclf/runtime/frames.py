@@ -153,7 +153,11 @@ def _cv2_open(target, kind: str):
     if kind == "stream":
         return cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS,
                                                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, URL_TIMEOUT_MS])
-    return cv2.VideoCapture(target)
+    cap = cv2.VideoCapture(target)
+    if kind == "camera" and cap.isOpened():
+        # The newest frame, not one queued while the model was busy: a live view stays live.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap
 
 
 def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
