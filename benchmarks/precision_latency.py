@@ -121,13 +121,13 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
     from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
     from edgeclf.export.onnx_export import convert_onnx, quantize_onnx
     from edgeclf.export.tflite import convert_tflite
-    from edgeclf.runtime.metadata import ModelMetadata, Precision
+    from edgeclf.runtime.spec import ModelSpec, Precision
 
     files = []
     onnx_float = None
     for fmt in formats:
         for prec in PTQ[fmt]:
-            meta = ModelMetadata(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision=prec)
+            meta = ModelSpec(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision=prec)
             target = out_dir / f"model_{prec}.{fmt}"
             if reuse and target.exists():
                 files.append({"path": str(target), "format": fmt, "precision": prec,
@@ -152,7 +152,7 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
             print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
     if "tflite" in formats:
         # Issue 15's experiment: int8 with the first convolution kept float32 (not full-integer).
-        from edgeclf.export.tflite_rewrite import convert_int8_float_first_conv
+        from edgeclf.export.tflite import convert_int8_float_first_conv
 
         prec, target = "int8 (float first conv)", out_dir / "model_int8_float_first_conv.tflite"
         if reuse and target.exists():
@@ -160,7 +160,7 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
                           "size_bytes": target.stat().st_size, "convert_s": None})
         else:
             t = time.monotonic()
-            meta = ModelMetadata(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision="int8")
+            meta = ModelSpec(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision="int8")
             data = embed_tflite_metadata(convert_int8_float_first_conv(model, cal), meta)
             path = write_bytes(target, data)
             files.append({"path": str(path), "format": "tflite", "precision": prec, "size_bytes": len(data),
@@ -175,7 +175,7 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
     from edgeclf.errors import EdgeclfError
     from edgeclf.runtime import load_classifier
     from edgeclf.runtime.latency import measure_latency
-    from edgeclf.runtime.metadata import OutputKind
+    from edgeclf.runtime.spec import OutputKind
     from edgeclf.train.zoo import build_model
 
     tf = import_tensorflow()

@@ -127,7 +127,7 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     """Agreement, size and p50 against the number of layers kept float (``order``: the budget
     export's ranking; prefixes 0, 1, 2, 4, ... all): what any budget can buy on this model."""
     from edgeclf._io import write_bytes
-    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names
+    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, predict_bytes, keras_layer_names
     from edgeclf.export.calibration import ImageBank, calibration_set, load_images
     from edgeclf.export.exporter import _keras_probabilities
     from edgeclf.export.source import load_source
@@ -157,7 +157,7 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     for k in ks:
         data = sel.file(ranking[:k], meta)
         path = write_bytes(out_dir / f"float{k:03d}.{fmt}", data)
-        probs = _predict_bytes(data, "." + fmt, val.images)
+        probs = predict_bytes(data, "." + fmt, val.images)
         points.append({"float_layers": k, "of": n, "path": path, "size_bytes": len(data),
                        "agreement": metrics.top1_agreement(probs, keras_probs),
                        "accuracy": metrics.accuracy(probs, val.indices)})

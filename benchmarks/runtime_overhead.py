@@ -52,7 +52,7 @@ def build_mobilenet(workdir: Path) -> None:
     from edgeclf._optional import import_keras, import_tensorflow
     from edgeclf._quiet import native_stderr_silenced
     from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
-    from edgeclf.runtime.metadata import ModelMetadata
+    from edgeclf.runtime.spec import ModelSpec
 
     tf = import_tensorflow()
     keras = import_keras()
@@ -63,7 +63,7 @@ def build_mobilenet(workdir: Path) -> None:
     model = keras.Model(inp, base(x), name="mobilenet_v2_224")
 
     def meta(precision):
-        return ModelMetadata(labels=LABELS, input_size=(224, 224), precision=precision, model_name=model.name,
+        return ModelSpec(labels=LABELS, input_size=(224, 224), precision=precision, model_name=model.name,
                              extra={"note": "benchmark model, weights=None"})
 
     rng = np.random.default_rng(0)

@@ -62,3 +62,10 @@ class StreamError(EdgeclfError):
 
 class MissingDependencyError(EdgeclfError):
     """An optional package is not installed; the message names the extra to install."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its class name when it has none), cut to
+    ``limit`` characters: what a one-line error quotes of a library's failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

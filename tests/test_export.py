@@ -340,9 +340,9 @@ def test_qat_on_a_nested_mobilenetv2(keras, tmp_path):
     data = convert_tflite(qmodel, "qat", calibration=images)
     assert tflite_input_quantization(data) == ("uint8", 1.0, 0)
     from edgeclf.export.metadata import embed_tflite_metadata
-    from edgeclf.runtime.metadata import ModelMetadata
+    from edgeclf.runtime.spec import ModelSpec
 
-    (tmp_path / "m.tflite").write_bytes(embed_tflite_metadata(data, ModelMetadata(LABELS, (SIZE, SIZE))))
+    (tmp_path / "m.tflite").write_bytes(embed_tflite_metadata(data, ModelSpec(LABELS, (SIZE, SIZE))))
     probs = load_classifier(tmp_path / "m.tflite").predict_proba(images)
     assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-3)
 
@@ -530,7 +530,7 @@ def test_qat_ranges_start_from_the_float_activations_not_tfmot_defaults(keras):
     (0.50/0.50 on confident images) after a short fine-tune. The ranges must cover what the
     float model produces before QAT starts."""
     from edgeclf.export.qat import init_activation_ranges, train_qat
-    from edgeclf.runtime.metadata import OutputKind
+    from edgeclf.runtime.spec import OutputKind
 
     keras.utils.set_random_seed(1)
     model = tiny_cnn(keras)

@@ -11,7 +11,7 @@ from edgeclf.export.exporter import plan_jobs
 from edgeclf.runtime.metrics import collapse_reason
 from edgeclf.export.golden import write_golden
 from edgeclf.runtime.spec import GOLDEN_ATOL
-from edgeclf.runtime.metadata import Precision
+from edgeclf.runtime.spec import Precision
 
 
 def test_default_plan_is_every_supported_pair():

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgeclf.errors import EdgeclfError, ImageError, ModelFileError
-from edgeclf.runtime.metadata import ModelMetadata, read_onnx_metadata, read_tflite_metadata, sniff_format
+from edgeclf.runtime.metadata import read_onnx_metadata, read_tflite_metadata, sniff_format
+from edgeclf.runtime.spec import ModelSpec
 from edgeclf.runtime.preprocess import load_image
 
 from test_metadata import META, minimal_tflite
@@ -76,7 +77,7 @@ def test_damaged_tflite_metadata_reader(cut, flips):
         meta = read_tflite_metadata(data, source="fuzz.tflite")
     except ModelFileError:
         return
-    assert meta is None or isinstance(meta, ModelMetadata)
+    assert meta is None or isinstance(meta, ModelSpec)
 
 
 @FUZZ
@@ -109,9 +110,9 @@ json_values = st.recursive(
     )
 )
 def test_random_documents_at_the_metadata_parsers(doc):
-    for parse in (lambda: ModelMetadata.from_json(doc), lambda: read_onnx_metadata({"edgeclf": doc})):
+    for parse in (lambda: ModelSpec.from_json(doc), lambda: read_onnx_metadata({"edgeclf": doc})):
         try:
             meta = parse()
         except ModelFileError:
             continue
-        assert isinstance(meta, ModelMetadata) and meta.labels and min(meta.input_size) > 0
+        assert isinstance(meta, ModelSpec) and meta.labels and min(meta.input_size) > 0

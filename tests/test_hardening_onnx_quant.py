@@ -21,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from edgeclf.runtime.spec import GOLDEN_ATOL
 from edgeclf.runtime import load_classifier
 from edgeclf.runtime.classifier import softmax
-from edgeclf.runtime.metadata import Precision
+from edgeclf.runtime.spec import Precision
 from edgeclf.runtime.verify import load_golden
 
 FIXTURES = Path(__file__).parent / "fixtures"

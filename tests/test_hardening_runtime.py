@@ -16,7 +16,8 @@ from edgeclf.cli import main
 from edgeclf.errors import DataError, ModelFileError, UsageError
 from edgeclf.runtime import load_classifier
 from edgeclf.runtime.backend import MAX_THREADS, read_model_bytes
-from edgeclf.runtime.metadata import METADATA_KEY, ModelMetadata
+from edgeclf.runtime.metadata import METADATA_KEY
+from edgeclf.runtime.spec import ModelSpec
 
 from _data_helpers import finishes
 
@@ -80,7 +81,7 @@ def _onnx_model(path: Path, *, reshape_to, labels=("a", "b"), labels_raw=None, o
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = ModelMetadata(labels=tuple(labels), input_size=(2, 2)).to_json()
+    meta = ModelSpec(labels=tuple(labels), input_size=(2, 2)).to_json()
     if labels_raw is not None:
         d = json.loads(meta)
         d["labels"] = labels_raw
@@ -120,7 +121,7 @@ def test_metadata_labels_must_be_unique_and_not_empty(tmp_path, labels, word):
 
 def test_deeply_nested_metadata_json_is_a_model_file_error():
     with pytest.raises(ModelFileError, match="nested too deeply"):
-        ModelMetadata.from_json("[" * 200_000 + "]" * 200_000)
+        ModelSpec.from_json("[" * 200_000 + "]" * 200_000)
 
 
 def test_labels_cannot_forge_lines_or_clear_the_screen(tmp_path):

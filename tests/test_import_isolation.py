@@ -20,7 +20,7 @@ def _loaded(code: str) -> set[str]:
 
 def test_importing_runtime_and_cli_loads_no_tensorflow_and_no_engine():
     mods = _loaded("import edgeclf, edgeclf.runtime, edgeclf.cli\n"
-                   "from edgeclf.runtime import load_classifier, Classifier, Prediction, ModelMetadata, load_image")
+                   "from edgeclf.runtime import load_classifier, Classifier, Prediction, ModelSpec, load_image")
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
     assert not mods & set(ENGINES), f"an engine was imported before any model was loaded: {sorted(mods & set(ENGINES))}"
     assert not mods & OPENCV, "importing the runtime or the CLI loaded OpenCV"

@@ -165,9 +165,9 @@ def test_transfer_model_with_nested_mobilenetv2(k3, data):
     # QAT starts from a tf_keras rebuild (QAT itself is exercised on the CNN above: MobileNetV2
     # through tensorflow-model-optimization takes a minute, and test_export covers it in tf_keras)
     from edgeclf.export.keras_load import load_keras_model
-    from edgeclf.export.qat import flatten_model
+    from edgeclf.export.qat import flatten_model, tf_keras_model
 
-    rebuilt = load_keras_model(root / "transfer.keras").tf_keras_for_qat()  # raises if outputs differ
+    rebuilt = tf_keras_model(load_keras_model(root / "transfer.keras"))  # raises if outputs differ
     assert type(rebuilt).__module__.startswith("tf_keras")
     kinds = {type(layer).__name__ for layer in flatten_model(rebuilt).layers}
     assert {"DepthwiseConv2D", "BatchNormalization", "TFOpLambda"} <= kinds and "RandomFlip" not in kinds, kinds
@@ -241,6 +241,7 @@ def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
     with --output-kind logits the files end in an added sigmoid, QAT included."""
     from edgeclf.export.exporter import export_model
     from edgeclf.export.keras_load import load_keras_model
+    from edgeclf.export.qat import tf_keras_model
 
     make_images(tmp_path / "data", per_class=10, labels=("cat", "dog"))
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
@@ -256,7 +257,7 @@ def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
     logit = np.asarray(model(x, training=False))
     np.testing.assert_allclose(loaded.predict(x), 1 / (1 + np.exp(-logit)), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(loaded.tf_keras_for_qat()(x)), loaded.predict(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tf_keras_model(loaded)(x)), loaded.predict(x), rtol=1e-4, atol=1e-5)
     r = export_model(tmp_path / "binary.keras", tmp_path / "out", labels=tmp_path / "labels.txt",
                      data=tmp_path / "data", precisions=["float32", "int8", "qat"], formats=["tflite"],
                      output_kind="logits", qat_epochs=1)

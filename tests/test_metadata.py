@@ -7,14 +7,8 @@ import pytest
 
 from edgeclf.errors import ModelFileError, UsageError
 from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
-from edgeclf.runtime.metadata import (
-    ModelMetadata,
-    OutputKind,
-    read_labels_file,
-    read_onnx_metadata,
-    read_tflite_metadata,
-    sniff_format,
-)
+from edgeclf.runtime.metadata import read_labels_file, read_onnx_metadata, read_tflite_metadata, sniff_format
+from edgeclf.runtime.spec import ModelSpec, OutputKind
 
 
 def minimal_tflite() -> bytes:
@@ -34,12 +28,12 @@ def minimal_tflite() -> bytes:
     return bytes(b.Output())
 
 
-META = ModelMetadata(labels=("daisy", "rosé", "tulip 2"), input_size=(96, 128), precision="int8",
+META = ModelSpec(labels=("daisy", "rosé", "tulip 2"), input_size=(96, 128), precision="int8",
                      output_kind=OutputKind.LOGITS, source_sha256="ab" * 32, edgeclf_version="0.1.0")
 
 
 def test_json_round_trip_keeps_every_field():
-    back = ModelMetadata.from_json(META.to_json())
+    back = ModelSpec.from_json(META.to_json())
     assert back == META
     d = json.loads(META.to_json())
     for key in ("labels", "input_size", "layout", "color_order", "value_range", "resize_method",
@@ -95,7 +89,7 @@ def test_onnx_round_trip():
 )
 def test_malformed_metadata_is_a_model_file_error(doc, match):
     with pytest.raises(ModelFileError, match=match):
-        ModelMetadata.from_json(doc, source="m.tflite")
+        ModelSpec.from_json(doc, source="m.tflite")
 
 
 def test_not_tflite_and_sniffing():

@@ -21,14 +21,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import LABELS, SIZE, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
-from edgeclf.runtime.metadata import ModelMetadata, OutputKind, read_tflite_metadata  # noqa: E402
+from edgeclf.runtime.metadata import read_tflite_metadata  # noqa: E402
+from edgeclf.runtime.spec import ModelSpec, OutputKind
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 TFLITE_FILES = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite",
                 "model_int16x8.tflite", "model_qat.tflite"]
 ONNX_FILES = ["model_float32.onnx", "model_dynamic.onnx", "model_int8.onnx", "model_qat.onnx"]
-META = ModelMetadata(labels=("red", "green", "blue"), input_size=(32, 32), precision="float32",
+META = ModelSpec(labels=("red", "green", "blue"), input_size=(32, 32), precision="float32",
                      model_name="colour", source_sha256="ab" * 32)
 
 

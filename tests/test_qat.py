@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 def test_zero_epoch_qat_keeps_batchnorm_statistics():
     from edgeclf._optional import import_keras
     from edgeclf.export.qat import train_qat
-    from edgeclf.runtime.metadata import OutputKind
+    from edgeclf.runtime.spec import OutputKind
 
     keras = import_keras()
     L = keras.layers

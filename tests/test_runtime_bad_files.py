@@ -72,9 +72,9 @@ def test_missing_metadata_without_labels_says_what_to_do(name):
 
 def test_malformed_metadata_is_a_model_file_error(tmp_path):
     from edgeclf.export.metadata import embed_tflite_metadata  # test-only use of the writer
-    from edgeclf.runtime.metadata import ModelMetadata
+    from edgeclf.runtime.spec import ModelSpec
 
-    meta = ModelMetadata(labels=("a", "b", "c"), input_size=(32, 32))
+    meta = ModelSpec(labels=("a", "b", "c"), input_size=(32, 32))
     good = embed_tflite_metadata((FIXTURES / "colour_nometa.tflite").read_bytes(), meta)
     bad = good.replace(b'"labels": ["a", "b", "c"]', b'"labels": 7              ')
     assert bad != good
@@ -86,9 +86,9 @@ def test_malformed_metadata_is_a_model_file_error(tmp_path):
 
 def test_metadata_for_another_input_size_is_refused(tmp_path):
     from edgeclf.export.metadata import embed_tflite_metadata
-    from edgeclf.runtime.metadata import ModelMetadata
+    from edgeclf.runtime.spec import ModelSpec
 
-    meta = ModelMetadata(labels=("a", "b", "c"), input_size=(64, 64))
+    meta = ModelSpec(labels=("a", "b", "c"), input_size=(64, 64))
     path = tmp_path / "wrong_size.tflite"
     path.write_bytes(embed_tflite_metadata((FIXTURES / "colour_nometa.tflite").read_bytes(), meta))
     with pytest.raises(ModelFileError, match="metadata says input 64x64 but the model takes 32x32"):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from edgeclf.errors import ImageError, ModelFileError, UsageError
 from edgeclf.runtime import Prediction, load_classifier, load_image
-from edgeclf.runtime.metadata import OutputKind
+from edgeclf.runtime.spec import OutputKind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RED = FIXTURES / "images" / "red.png"

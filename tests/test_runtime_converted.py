@@ -11,7 +11,7 @@ def test_int8_file_without_metadata_ending_in_softmax_is_read_as_probabilities(t
     rather than apply a second softmax that flattens every confidence."""
     from edgeclf._optional import import_keras, import_tensorflow
     from edgeclf.runtime import load_classifier
-    from edgeclf.runtime.metadata import OutputKind
+    from edgeclf.runtime.spec import OutputKind
 
     tf, keras = import_tensorflow(), import_keras()
     inp = keras.Input((8, 8, 3))

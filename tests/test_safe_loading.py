@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _data_helpers import finishes  # noqa: E402
 from edgeclf.errors import DataError, ModelFileError  # noqa: E402
-from edgeclf.export.keras_load import check_config, inspect_model  # noqa: E402
+from edgeclf.export.safety import check_config, inspect_model  # noqa: E402
 
 
 

@@ -92,7 +92,7 @@ def test_int8_with_a_float_first_conv():
     import tensorflow as tf
 
     from edgeclf.export.tflite import tflite_input_quantization, tflite_op_names
-    from edgeclf.export.tflite_rewrite import convert_int8_float_first_conv
+    from edgeclf.export.tflite import convert_int8_float_first_conv
     from edgeclf.train.zoo import build_model
 
     built = build_model("tutorial_cnn", image_size=32, num_classes=3, weights=None, seed=0)

@@ -99,7 +99,7 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
     Returns:
         A ``QuantExplanation``.
     """
-    from ..export.budget import (RANKING_IMAGES, OnnxSelective, TFLiteSelective, _predict_bytes, keras_layer_names,
+    from ..export.budget import (RANKING_IMAGES, OnnxSelective, TFLiteSelective, predict_bytes, keras_layer_names,
                                  rank_by_sensitivity)
     from ..export.calibration import ImageBank, calibration_set, load_images
     from ..export.exporter import _keras_probabilities
@@ -152,12 +152,12 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
             data_bytes = make([])
             if sensitivity:
                 info(f"{fmt.value}: measuring each of {len(layers.layers)} layers' effect on the output ...")
-                layers = rank_by_sensitivity(layers, make=make, predict=lambda d, s="." + fmt.value: _predict_bytes(
+                layers = rank_by_sensitivity(layers, make=make, predict=lambda d, s="." + fmt.value: predict_bytes(
                     d, s, cal.images[:RANKING_IMAGES]))
         finally:
             if isinstance(sel, OnnxSelective):
                 sel.close()
-        probs = _predict_bytes(data_bytes, "." + fmt.value, check.images)
+        probs = predict_bytes(data_bytes, "." + fmt.value, check.images)
         out.append(FormatExplanation(
             format=fmt.value, agreement=metrics.top1_agreement(probs, keras_probs),
             accuracy=metrics.accuracy(probs, y) if y is not None else None, size_bytes=len(data_bytes),

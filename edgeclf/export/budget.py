@@ -37,9 +37,9 @@ import numpy as np
 
 from .._quiet import native_stderr_silenced
 from .._term import format_table, human_bytes, info
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, UsageError, first_line
 from ..runtime import metrics
-from ..runtime.spec import Format, IOType
+from ..runtime.spec import Format, INPUT_NAME, IOType
 
 # Layers ranked on at most this many calibration images: the ranking settles long before.
 RANKING_IMAGES = 64
@@ -126,9 +126,9 @@ class LayerErrors:
 def as_tf_keras(model):
     """The tf_keras model behind ``model`` (a ``keras_load.LoadedModel`` or a tf_keras model):
     the layers the budget ranks and keeps float, as the converter sees them."""
-    from .keras_load import LoadedModel
+    from .qat import tf_keras_model
 
-    return model.tf_keras_for_qat() if isinstance(model, LoadedModel) else model
+    return tf_keras_model(model)
 
 
 def keras_layer_names(model) -> tuple[list[str], set[str]]:
@@ -175,7 +175,7 @@ class TFLiteSelective:
 
     def __init__(self, model, calibration: np.ndarray, *, io: IOType = IOType.UINT8):
         from .._optional import import_tensorflow
-        from .tflite import _representative
+        from .tflite import representative_dataset
 
         tf = import_tensorflow()
         self._tf = tf
@@ -185,7 +185,7 @@ class TFLiteSelective:
         with native_stderr_silenced():
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration)
+        converter.representative_dataset = representative_dataset(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         # Calibrate only: the quantization itself runs per denylist in quantize().
         converter.experimental_new_quantizer = True
@@ -194,7 +194,7 @@ class TFLiteSelective:
             with native_stderr_silenced():
                 self._calibrated = converter.convert()
         except Exception as exc:  # the converter raises anything
-            raise ExportError(f"TFLite int8 calibration failed: {_first_line(exc)}") from None
+            raise ExportError(f"TFLite int8 calibration failed: {first_line(exc)}") from None
         self._disable_per_channel = bool(converter._experimental_disable_per_channel)
 
     def _mlir_quantize(self, denylist: Sequence[str], *, debug: bool = False) -> bytes:
@@ -210,7 +210,7 @@ class TFLiteSelective:
                     enable_numeric_verify=debug, denylisted_nodes=list(denylist) or None))
         except Exception as exc:
             raise ExportError(f"TFLite int8 quantization with {len(denylist)} layers kept float failed: "
-                              f"{_first_line(exc)}") from None
+                              f"{first_line(exc)}") from None
 
     def quantize(self, float_nodes: Sequence[str] = ()) -> bytes:
         """The int8 file with ``float_nodes`` (tensor names from ``layer_errors``) kept float."""
@@ -236,7 +236,7 @@ class TFLiteSelective:
                 dump = io.StringIO()
                 debugger.layer_statistics_dump(dump)
         except Exception as exc:
-            raise ExportError(f"the TFLite quantization debugger failed: {_first_line(exc)}") from None
+            raise ExportError(f"the TFLite quantization debugger failed: {first_line(exc)}") from None
         names, containers = keras_layer_names(self.model)
         out_layer = self.model.layers[-1].name
         by_layer: dict[str, dict] = {}
@@ -266,7 +266,6 @@ class TFLiteSelective:
 # ---- ONNX ----------------------------------------------------------------------------------------
 
 def _feeds(images: np.ndarray) -> list[dict]:
-    from .onnx_export import INPUT_NAME
 
     return [{INPUT_NAME: images[i : i + 1].astype(np.float32)} for i in range(len(images))]
 
@@ -298,19 +297,19 @@ class OnnxSelective:
         self._graph = self._onnx.load(str(self._float)).graph
 
     def _quantize_to(self, dst: Path, float_nodes: Sequence[str]) -> None:
-        from .onnx_export import _Reader, int8_static_options
+        from .onnx_export import CalibrationReader, int8_static_options
 
         q = self._q
         try:
             with native_stderr_silenced():
                 q.quantize_static(
-                    str(self._float), str(dst), _Reader(self.calibration), **int8_static_options(q),
+                    str(self._float), str(dst), CalibrationReader(self.calibration), **int8_static_options(q),
                     nodes_to_exclude=list(float_nodes),
                     # the ranges depend on the float model and the images only: calibrate once
                     calibration_cache_path=str(Path(self._tmp.name) / "calibration.json"))
         except Exception as exc:
             raise ExportError(f"ONNX int8 quantization with {len(float_nodes)} nodes kept float failed: "
-                              f"{_first_line(exc)}") from None
+                              f"{first_line(exc)}") from None
 
     def quantize(self, float_nodes: Sequence[str] = ()) -> bytes:
         """The int8 model (no edgeclf metadata yet) with ``float_nodes`` (node names) kept float."""
@@ -346,7 +345,7 @@ class OnnxSelective:
                 match = qd.create_activation_matching(quant_acts, float_acts)
                 errors = qd.compute_activation_error(match)
         except Exception as exc:
-            raise ExportError(f"ONNX Runtime's qdq_loss_debug failed: {_first_line(exc)}") from None
+            raise ExportError(f"ONNX Runtime's qdq_loss_debug failed: {first_line(exc)}") from None
         sqnr = {k: v["xmodel_err"] for k, v in errors.items() if "xmodel_err" in v}
         noise = {k: 10.0 ** (-v / 10.0) for k, v in sqnr.items()}
         graph = self._graph
@@ -393,10 +392,6 @@ class OnnxSelective:
     def close(self) -> None:
         self._tmp.cleanup()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 # ---- sensitivity: what each layer's int8 costs at the output -------------------------------
@@ -563,7 +558,7 @@ def meet_budget(name: str, budget: Budget, ranking: LayerErrors, *, full_file: b
     return data, probs, result
 
 
-def _predict_bytes(data: bytes, suffix: str, images: np.ndarray) -> np.ndarray:
+def predict_bytes(data: bytes, suffix: str, images: np.ndarray) -> np.ndarray:
     from ..runtime import load_classifier
 
     fd, tmp = tempfile.mkstemp(prefix="edgeclf-budget-", suffix=suffix)
@@ -600,14 +595,14 @@ def enforce_budget(budget: Budget, fmt: str, name: str, *, full_file: bytes, ful
         return sel.file(layers, meta)
     ranking = sel.layer_errors()
     info(f"{name}: measuring each of {len(ranking.layers)} layers' effect on the output (one quantization each) ...")
-    ranking = rank_by_sensitivity(ranking, make=make, predict=lambda data: _predict_bytes(
+    ranking = rank_by_sensitivity(ranking, make=make, predict=lambda data: predict_bytes(
         data, "." + fmt.value, calibration[:RANKING_IMAGES]))
     info(f"{name}: most harmful layers ({ranking.metric}): "
          + ", ".join(f"{x.layer} {x.error:.3g}" for x in ranking.layers[:5]))
     try:
         return meet_budget(name, budget, ranking, full_file=full_file, full_probs=full_probs,
                            keras_probs=keras_probs, y=y, make=make,
-                           predict=lambda data: _predict_bytes(data, "." + fmt.value, images))
+                           predict=lambda data: predict_bytes(data, "." + fmt.value, images))
     finally:
         if isinstance(sel, OnnxSelective):
             sel.close()

@@ -11,7 +11,7 @@ scale for probabilities.
 
 from __future__ import annotations
 
-from ..runtime.spec import OutputKind
+from ..runtime.spec import INPUT_NAME, OutputKind
 
 PROBABILITIES_LAYER = "probabilities"
 
@@ -38,11 +38,11 @@ def with_probability_head(model, output_kind: OutputKind):
             from dataclasses import replace
 
             from .._optional import import_tensorflow
-            from .keras_load import _make_function
+            from .tf_graph import make_function
 
             head, _ = with_probability_head(model.keras_model, kind)
             tf = import_tensorflow()
-            function = _make_function(tf, head, head, model.input_size, model.input_range)
+            function = make_function(tf, head, head, model.input_size, model.input_range)
             return replace(model, keras_model=head, trackable=head, function=function,
                            output_kind=OutputKind.PROBABILITIES, _cache={}), OutputKind.PROBABILITIES
         return model.with_softmax(), OutputKind.PROBABILITIES
@@ -70,6 +70,6 @@ def with_probability_head(model, output_kind: OutputKind):
 
         raise ExportError(f"cannot append a softmax to the model {getattr(model, 'name', '')!r} (its input shape "
                           "is unknown); export it with --keep-logits") from None
-    inp = keras.Input(shape=shape, name="image")
+    inp = keras.Input(shape=shape, name=INPUT_NAME)
     probs = keras.layers.Softmax(name=name)(model(inp))
     return keras.Model(inp, probs, name=model.name), OutputKind.PROBABILITIES

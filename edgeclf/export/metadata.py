@@ -14,12 +14,13 @@ from typing import Optional
 import numpy as np
 
 from ..errors import ModelFileError
-from ..runtime.metadata import METADATA_KEY, TFLITE_IDENTIFIER, ModelMetadata
+from ..runtime.metadata import METADATA_KEY, TFLITE_IDENTIFIER
+from ..runtime.spec import ModelSpec
 from .std_metadata import (LABELS_FILE, STANDARD_METADATA_KEY, ModelCard, append_associated_files,
                            build_standard_metadata, labels_file_text)
 
 
-def embed_tflite_metadata(model_bytes: bytes, meta: ModelMetadata, *, card: Optional[ModelCard] = None) -> bytes:
+def embed_tflite_metadata(model_bytes: bytes, meta: ModelSpec, *, card: Optional[ModelCard] = None) -> bytes:
     """Return ``model_bytes`` carrying ``meta`` twice: as edgeclf's own ``edgeclf`` entry
     (the JSON the runtime reads) and as the standard ``TFLITE_METADATA`` entry that
     MediaPipe Tasks, the Task Library and Android Studio read, with the labels zipped onto
@@ -94,7 +95,7 @@ def _aligned_buffer_class(schema):
     return _ALIGNED["cls"]
 
 
-def embed_onnx_metadata(model_proto, meta: ModelMetadata):
+def embed_onnx_metadata(model_proto, meta: ModelSpec):
     """Set ``metadata_props['edgeclf']`` (and a readable ``labels`` entry) on an ONNX ModelProto."""
     keep = [p for p in model_proto.metadata_props if p.key not in (METADATA_KEY, "labels")]
     del model_proto.metadata_props[:]

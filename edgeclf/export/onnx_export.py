@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from .._quiet import native_stderr_silenced
-from ..errors import ExportError
-from ..runtime.spec import OutputKind, Precision
+from ..errors import ExportError, first_line
+from ..runtime.spec import INPUT_NAME, OutputKind, Precision
 
 OPSET = 17
-INPUT_NAME = "image"
 
 
 def _onnx():
@@ -65,7 +64,7 @@ def convert_onnx(model, *, output_kind: OutputKind, opset: int = OPSET):
             else:
                 proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError
-        raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+        raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {first_line(exc)}") from None
     graph = proto.graph
     if len(graph.output) != 1:
         raise ExportError(f"ONNX conversion gave {len(graph.output)} outputs; a classifier has one")
@@ -274,7 +273,7 @@ def _int8_grid(w: np.ndarray, axis: int):
     return None
 
 
-class _Reader:
+class CalibrationReader:
     """ORT calibration reader over uint8 images, fed as float32 one at a time."""
 
     def __init__(self, images: np.ndarray):
@@ -328,7 +327,7 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
                         src = pre
                     except Exception:  # pre-processing only helps; quantize the plain file without it
                         pass
-                    q.quantize_static(str(src), str(dst), _Reader(calibration), **int8_static_options(q))
+                    q.quantize_static(str(src), str(dst), CalibrationReader(calibration), **int8_static_options(q))
                 elif precision is Precision.DYNAMIC:
                     # uint8 weights: ConvInteger has only that kernel in ORT's CPU provider, and
                     # uint8 x uint8 products never saturate on any CPU (see the docstring).
@@ -343,7 +342,7 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
             if isinstance(exc, EdgeclfError):
                 raise
             raise ExportError(f"ONNX {precision.value} quantization failed: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+                              f"{first_line(exc)}") from None
         proto = onnx.load(str(dst))
     onnx.checker.check_model(proto)
     return proto

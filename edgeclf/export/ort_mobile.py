@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 from .._quiet import native_stderr_silenced
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, UsageError, first_line
 
 ORT_SUFFIX = ".ort"
 
@@ -126,7 +126,7 @@ def convert_to_ort(onnx_bytes: bytes, *, style: OrtStyle = OrtStyle.FIXED) -> by
                     optimization_styles=[OptimizationStyle.Runtime if style is OrtStyle.RUNTIME
                                          else OptimizationStyle.Fixed])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ExportError(f"ORT-format conversion ({style.value} optimizations) failed: {first}") from None
         made = sorted(out.glob("*.ort"))
         if len(made) != 1:
@@ -156,7 +156,7 @@ def check_mobile_usability(onnx_bytes: bytes, *, name: str = "model.onnx") -> Mo
                 ml = uc.check_coreml_partitions(model, True, "coreml_supported_mlprogram_ops.md")
                 nn = uc.check_coreml_partitions(model, True, "coreml_supported_neuralnetwork_ops.md")
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ExportError(f"{name}: ORT's mobile usability check failed: {first}") from None
 
     def verdict(info) -> str:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._quiet import native_stderr_silenced
-from ..errors import UsageError
-from ..runtime.metadata import OutputKind
+from ..errors import UsageError, first_line
+from ..runtime.spec import INPUT_NAME, InputRange, OutputKind
 
 # Layers that are float preprocessing or training-only noise; never annotated.
 _SKIP = ("InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "Dropout",
@@ -104,7 +104,7 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     import keras as k3
 
     from .._optional import import_tensorflow
-    from .keras_load import AUGMENTATION_LAYERS
+    from .tf_graph import AUGMENTATION_LAYERS
 
     tf = import_tensorflow()
     tfk = _keras()
@@ -143,7 +143,7 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
                 made[id(op)] = cls(**_tf_keras_config(op, cls))
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"QAT cannot rebuild layer {op.name!r} ({kind}) as a tf_keras layer "
-                                 f"({str(exc).splitlines()[0][:200]})") from None
+                                 f"({first_line(exc, 200)})") from None
             if op.weights:
                 pairs.append((op, made[id(op)]))
         layer = made[id(op)]
@@ -156,7 +156,7 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
 
     graph = graph_of(model)
     shape = tuple(model.inputs[0].shape[1:])
-    inp = tfk.Input(shape=shape, name="image")
+    inp = tfk.Input(shape=shape, name=INPUT_NAME)
     with native_stderr_silenced():
         out = graph._run_through_graph(inp, operation_fn=translate)
         out = tf.nest.flatten(out)[0]
@@ -164,9 +164,10 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     for k3_layer, tfk_layer in pairs:
         try:
             tfk_layer.set_weights(k3_layer.get_weights())
+            tfk_layer.finalize_state()
         except ValueError as exc:
             raise UsageError(f"QAT cannot copy the weights of layer {k3_layer.name!r} ({type(k3_layer).__name__}) "
-                             f"into tf_keras ({str(exc).splitlines()[0][:200]})") from None
+                             f"into tf_keras ({first_line(exc, 200)})") from None
     if check_images and all(d is not None for d in shape):
         x = np.random.default_rng(0).uniform(0, 255, (check_images, *shape)).astype(np.float32)
         want = np.asarray(model(x, training=False))
@@ -177,11 +178,38 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     return rebuilt
 
 
+def tf_keras_model(model):
+    """The tf_keras model tensorflow-model-optimization works on, taking 0..255 pixels.
+
+    ``model`` is a tf_keras model (returned as it is) or a ``keras_load.LoadedModel``: a
+    tf_keras source is used as it is; a Keras 3 model is rebuilt layer by layer with the same
+    weights (``rebuild_as_tf_keras``). Raises UsageError naming what cannot be.
+    """
+    from .keras_load import LoadedModel
+
+    if not isinstance(model, LoadedModel):
+        return model
+    if "tf_keras" in model._cache:  # QAT and the accuracy budget share one rebuild
+        return model._cache["tf_keras"]
+    if model.keras_model is None:
+        raise UsageError(f"{model.path}: QAT needs the model's layers, and a SavedModel without Keras "
+                         "metadata holds only a traced graph; export the Keras model (.keras) for QAT")
+    tfk_model = model.keras_model if model.is_tf_keras else rebuild_as_tf_keras(model.keras_model)
+    if model.input_range is not InputRange.PIXELS or model.sigmoid_appended:
+        tfk_model = with_wrapping(tfk_model, *model.input_range.scale_offset, sigmoid=model.sigmoid_appended)
+    if model.softmax_appended:  # appended to the graph, flat, so tfmot can annotate it
+        from .heads import with_probability_head
+
+        tfk_model, _ = with_probability_head(tfk_model, OutputKind.LOGITS)
+    model._cache["tf_keras"] = tfk_model
+    return tfk_model
+
+
 def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
     """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
     a sigmoid when its one output is a logit."""
     tfk = _keras()
-    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be "image"
+    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be INPUT_NAME
     x = inp
     if (scale, offset) != (1.0, 0.0):
         x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
@@ -262,8 +290,52 @@ def build_qat_model(model):
         with tfmot.quantization.keras.quantize_scope(), native_stderr_silenced():
             qmodel = tfmot.quantization.keras.quantize_apply(annotated_model)
     except (RuntimeError, ValueError) as exc:
-        raise UsageError(f"QAT cannot quantize this model: {str(exc).splitlines()[0][:300]}") from None
+        raise UsageError(f"QAT cannot quantize this model: {first_line(exc)}") from None
+    finalize_states(qmodel)
     return qmodel, annotated, left
+
+
+def finalize_states(model) -> None:
+    """Recompute what layers derive from their non-trainable statistics (an adapted
+    ``Normalization``'s mean and variance) after their weights were set.
+
+    tfmot's ``quantize_apply`` (and our tf_keras rebuild) make each layer anew and then set
+    its weights; an adapted ``Normalization`` computed its mean and variance from the
+    (still empty) adapt variables when it was built, so without this it normalizes with
+    mean 0 and variance 1 and the QAT model collapses."""
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # a QuantizeWrapper's wrapped layer
+        for l in (layer, inner):
+            if l is not None and hasattr(l, "finalize_state") and getattr(l, "built", False):
+                try:
+                    l.finalize_state()
+                except (AttributeError, TypeError, ValueError):  # layers with nothing to finalize
+                    pass
+        if hasattr(layer, "layers") and layer is not model:
+            finalize_states(layer)
+
+
+# The activations whose input tfmot quantizes (``QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS``).
+_PRE_QUANT_ACTIVATIONS = frozenset({"softmax", "sigmoid", "tanh", "gelu"})
+
+
+def _activation_name(layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", "") if callable(fn) else ""
+
+
+def _output_ranges(probe, names, x: np.ndarray, batch_size: int) -> dict:
+    """{layer name: (min, max)} of ``probe``'s outputs over ``x``."""
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start:start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for n, o in zip(names, outs):
+            o = np.asarray(o)
+            lo[n] = min(lo[n], float(o.min()))
+            hi[n] = max(hi[n], float(o.max()))
+    return {n: (lo[n], hi[n]) for n in names}
 
 
 def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_size: int = 64) -> dict:
@@ -298,16 +370,22 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
         return {}
     names = sorted(set(targets.values()))
     probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
     x = images.astype(np.float32)
-    for start in range(0, len(x), batch_size):
-        outs = probe(x[start:start + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for n, o in zip(names, outs):
-            o = np.asarray(o)
-            lo[n] = min(lo[n], float(o.min()))
-            hi[n] = max(hi[n], float(o.max()))
+    post = _output_ranges(probe, names, x, batch_size)
+    # tfmot quantizes the *input* of a softmax/sigmoid/tanh/gelu activation ("pre_activation"):
+    # those ranges must come from the values before the activation, not after it (a softmax
+    # applied to logits clipped to its own output range [0, 1] is a softmax applied twice).
+    squashing = {l.name: l for l in flat.layers if _activation_name(l) in _PRE_QUANT_ACTIVATIONS}
+    pre = {}
+    if squashing:
+        saved = {n: l.activation for n, l in squashing.items()}
+        try:
+            for l in squashing.values():
+                l.activation = keras.activations.linear
+            pre = _output_ranges(probe, names, x, batch_size)
+        finally:
+            for n, l in squashing.items():
+                l.activation = saved[n]
     done = {}
     for layer in qmodel.layers:
         src = targets.get(layer.name)
@@ -318,7 +396,9 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
             # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
             if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
                 continue
-            value = min(lo[src], 0.0) if short.endswith("_min") else max(hi[src], 0.0)
+            ranges = pre if short.startswith("pre_activation") and src in squashing else post
+            lo, hi = ranges[src]
+            value = min(lo, 0.0) if short.endswith("_min") else max(hi, 0.0)
             if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
                 v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
                 done[v.name] = value
@@ -338,8 +418,7 @@ def train_qat(model, images: np.ndarray, indices: np.ndarray, *, output_kind: Ou
 
     tf = import_tensorflow()
     keras = _keras()
-    if hasattr(model, "tf_keras_for_qat"):  # a keras_load.LoadedModel: Keras 3, SavedModel, wrapped input
-        model = model.tf_keras_for_qat()
+    model = tf_keras_model(model)
     if epochs < 0:
         raise UsageError(f"--qat-epochs must be 0 or more, not {epochs}")
     if len(images) == 0 or (indices < 0).any():

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..runtime.metadata import ModelMetadata, OutputKind
+from ..runtime.spec import INPUT_NAME, ModelSpec, OutputKind
 from ..runtime.layout import RunDir
 
 STANDARD_METADATA_KEY = "TFLITE_METADATA"
@@ -53,7 +53,7 @@ class ModelCard:
     license: str = ""
 
 
-def _description(meta: ModelMetadata) -> str:
+def _description(meta: ModelSpec) -> str:
     shown = ", ".join(meta.labels[:10]) + (", ..." if len(meta.labels) > 10 else "")
     return (f"Image classifier ({meta.num_classes} classes: {shown}), {meta.precision}, "
             f"exported by edgeclf {meta.edgeclf_version}. Input: RGB pixels 0..255, "
@@ -61,7 +61,7 @@ def _description(meta: ModelMetadata) -> str:
             "normalisation is inside the model.")
 
 
-def labels_file_text(meta: ModelMetadata) -> str:
+def labels_file_text(meta: ModelSpec) -> str:
     """The TENSOR_AXIS_LABELS file: one label per output unit, in output order.
 
     A sigmoid model has one output unit, the probability of the second label, so its file
@@ -71,7 +71,7 @@ def labels_file_text(meta: ModelMetadata) -> str:
     return "".join(f"{label}\n" for label in labels)
 
 
-def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = None) -> bytes:
+def build_standard_metadata(meta: ModelSpec, card: Optional[ModelCard] = None) -> bytes:
     """The ``M001`` metadata flatbuffer for an edgeclf image classifier.
 
     Input: RGB image properties with the model's size, normalisation mean 0 / std 1 (every
@@ -122,7 +122,7 @@ def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = Non
     unit = table([(0, "u8", _NORMALIZATION_OPTIONS), (1, "off", norm)])  # ProcessUnit
     units = offsets([unit])
     in_stats = stats([0.0], [255.0])
-    in_name = string("image")
+    in_name = string(INPUT_NAME)
     in_desc = string(f"RGB image, {h}x{w} (height x width), pixel values 0..255")
     # TensorMetadata: name(0) description(1) dimension_names(2) content(3) process_units(4)
     # stats(5) associated_files(6)
@@ -166,7 +166,7 @@ def build_standard_metadata(meta: ModelMetadata, card: Optional[ModelCard] = Non
     if card.license:
         fields.append((5, "off", string(card.license)))
     fields.append((7, "off", string(MIN_PARSER_VERSION)))
-    # ModelMetadata: name(0) description(1) version(2) subgraph_metadata(3) author(4)
+    # ModelMetadata (the standard schema table): name(0) description(1) version(2) subgraph_metadata(3) author(4)
     # license(5) associated_files(6) min_parser_version(7)
     root = table(fields)
     b.Finish(root, file_identifier=METADATA_FILE_IDENTIFIER)

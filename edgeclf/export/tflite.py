@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from .._quiet import native_stderr_silenced
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, UsageError, first_line
 from ..runtime.spec import IOType, Precision
 
 
-def _representative(images: np.ndarray):
+def representative_dataset(images: np.ndarray):
     """Calibration batches of one image each, as float32 0..255.
 
     The first image gets one pixel at 0 and one at 255, so the calibrated input range is
@@ -53,21 +53,21 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision in (Precision.INT8, Precision.QAT):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration if calibration is not None else np.zeros((0,)))
+        converter.representative_dataset = representative_dataset(calibration if calibration is not None else np.zeros((0,)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtype = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8, IOType.FLOAT32: tf.float32}[IOType(io)]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     elif precision is Precision.INT16X8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration if calibration is not None else np.zeros((0,)))
+        converter.representative_dataset = representative_dataset(calibration if calibration is not None else np.zeros((0,)))
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
         with native_stderr_silenced():
             data = bytes(converter.convert())
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
-        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 400)
         raise ExportError(f"TFLite conversion to {precision.value} failed: {first}") from None
     if precision is Precision.DYNAMIC:  # issue 15: XNNPACK runs no int8-weight depthwise conv; keep those float
         from .tflite_rewrite import float_depthwise_weights
@@ -117,3 +117,41 @@ def tflite_input_quantization(model_bytes: bytes) -> tuple[str, float, int]:
     scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
     zp = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
     return types.get(t.Type(), str(t.Type())).lower(), scale, zp
+
+
+def convert_int8_float_first_conv(model, calibration: np.ndarray) -> bytes:
+    """An int8 TFLite file whose first convolution stays float32 (an experiment for issue 15).
+
+    Why: int8 convolution kernels (XNNPACK on x86 and ARM) pad the input channels of each
+    kernel tap up to their dot-product width (4 to 64 bytes), so a first layer over 3 colour
+    channels wastes most of its arithmetic: on tutorial_cnn at 180 px it took 64% of the int8
+    file's time and 3.6x the float32 layer's (``benchmarks/op_profile.py``). Keeping that one
+    layer float32 (input dequantized, output quantized) made the file 0.45x float32 instead of
+    0.81x on an AMX/VNNI Xeon. The file is no longer full-integer, so integer-only
+    accelerators (Edge TPU, microcontrollers) cannot take it whole; that is why this is not
+    what ``Precision.INT8`` exports. Its input and output are float32 (pixels 0..255 in,
+    the model's output out), like the float files'.
+    """
+    from .._optional import import_tensorflow
+    from .tflite_rewrite import first_conv_output_name
+
+    tf = import_tensorflow()
+    first = first_conv_output_name(convert_tflite(model, Precision.FLOAT32))
+    if first is None:
+        return convert_tflite(model, Precision.INT8, calibration=calibration)
+    with native_stderr_silenced():
+        converter = _converter(tf, model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True  # float model + calibration ranges
+    try:
+        from tensorflow.lite.python import convert as tflite_convert  # the quantizer with a deny-list
+
+        with native_stderr_silenced():
+            calibrated = converter.convert()
+            # Float input straight into the float convolution (no dequantize), float output.
+            return bytes(tflite_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
+                                                      output_data_type=tf.float32, denylisted_nodes=[first]))
+    except Exception as exc:  # the converter raises anything
+        raise ExportError(f"int8 conversion with a float first convolution failed: {first_line(exc)}") from None

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._quiet import native_stderr_silenced
-from ..errors import ExportError
-from ..runtime.spec import Precision
 
 
 def float_depthwise_weights(model_bytes: bytes) -> bytes:
@@ -81,44 +78,3 @@ def first_conv_output_name(float_model_bytes: bytes) -> str | None:
             name = g.tensors[op.outputs[0]].name
             return name.decode() if isinstance(name, bytes) else name
     return None
-
-
-def convert_int8_float_first_conv(model, calibration: np.ndarray) -> bytes:
-    """An int8 TFLite file whose first convolution stays float32 (an experiment for issue 15).
-
-    Why: int8 convolution kernels (XNNPACK on x86 and ARM) pad the input channels of each
-    kernel tap up to their dot-product width (4 to 64 bytes), so a first layer over 3 colour
-    channels wastes most of its arithmetic: on tutorial_cnn at 180 px it took 64% of the int8
-    file's time and 3.6x the float32 layer's (``benchmarks/op_profile.py``). Keeping that one
-    layer float32 (input dequantized, output quantized) made the file 0.45x float32 instead of
-    0.81x on an AMX/VNNI Xeon. The file is no longer full-integer, so integer-only
-    accelerators (Edge TPU, microcontrollers) cannot take it whole; that is why this is not
-    what ``Precision.INT8`` exports. Its input and output are float32 (pixels 0..255 in,
-    the model's output out), like the float files'.
-    """
-    import tensorflow as tf
-
-    from .tflite import _representative, convert_tflite
-
-    first = first_conv_output_name(convert_tflite(model, Precision.FLOAT32))
-    if first is None:
-        return convert_tflite(model, Precision.INT8, calibration=calibration)
-    with native_stderr_silenced():
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    rep = _representative(calibration)
-    converter.representative_dataset = rep
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter._experimental_calibrate_only = True  # float model + calibration ranges
-    try:
-        from tensorflow.lite.python import convert as tflite_convert  # the quantizer with a deny-list
-
-        with native_stderr_silenced():
-            calibrated = converter.convert()
-            # Float input straight into the float convolution (no dequantize), float output.
-            return bytes(tflite_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
-                                                      output_data_type=tf.float32, denylisted_nodes=[first]))
-    except Exception as exc:  # the converter raises anything
-        text = str(exc).strip().splitlines()
-        raise ExportError(f"int8 conversion with a float first convolution failed: "
-                          f"{text[0][:300] if text else type(exc).__name__}") from None

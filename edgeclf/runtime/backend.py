@@ -18,7 +18,8 @@ from typing import Optional, Protocol
 import numpy as np
 
 from ..errors import ModelFileError, UsageError
-from .metadata import ModelMetadata, sniff_format
+from .metadata import sniff_format
+from .spec import ModelSpec
 
 # suffix -> (format name, "module:class"). The engine module is imported only when a file
 # of its kind is loaded, so importing edgeclf.runtime never loads an engine.
@@ -48,7 +49,7 @@ class Backend(Protocol):
     format: str
     path: Path
     threads: int
-    metadata: Optional[ModelMetadata]  # None when the file carries no edgeclf metadata
+    metadata: Optional[ModelSpec]  # None when the file carries no edgeclf metadata
     input_shape: tuple  # (batch or None, height or None, width or None, 3)
     input_dtype: np.dtype
     num_outputs: int
@@ -114,12 +115,6 @@ def check_image_io(path, n_inputs: int, n_outputs: int, in_shape, out_shape) -> 
                              "edgeclf runs image classifiers that take (N, H, W, 3)")
     if len(out_shape) != 2:
         raise ModelFileError(f"{path}: output shape {list(out_shape)} is not (N, classes)")
-
-
-def first_line(exc: BaseException) -> str:
-    """An engine exception's message, first line only (some carry a C++ stack)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # No valid single .tflite (flatbuffer) or .onnx (protobuf) file exceeds 2 GiB; reading stops there,

@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import ModelFileError, UsageError
 from .backend import MAX_THREADS, check_rows, load_backend, threads_arg
 from .cpu import physical_cores
-from .metadata import ModelMetadata, OutputKind, metadata_for_labels, read_labels_file
+from .metadata import metadata_for_labels, read_labels_file
+from .spec import ModelSpec, OutputKind
 
 if TYPE_CHECKING:
     from .preprocess import ImageSource
@@ -103,7 +104,7 @@ def _labels_arg(labels) -> tuple[str, ...]:
 class Classifier:
     """A loaded model file. Use ``load_classifier`` to make one."""
 
-    def __init__(self, backend, metadata: ModelMetadata, *, labels_from: str):
+    def __init__(self, backend, metadata: ModelSpec, *, labels_from: str):
         self._backend = backend
         self.metadata = metadata
         self.path: Path = backend.path

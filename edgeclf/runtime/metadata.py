@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ModelFileError, UsageError
-from .spec import ModelSpec, OutputKind, Precision  # noqa: F401  (Precision: re-exported for callers)
+from .spec import ModelSpec, OutputKind
 
 METADATA_KEY = "edgeclf"
 TFLITE_IDENTIFIER = b"TFL3"
 ORT_IDENTIFIER = b"ORTM"
 
 # The model spec is defined in spec.py; a file's metadata is that spec, so both names work.
-ModelMetadata = ModelSpec
 
 
 def sniff_format(data: bytes) -> Optional[str]:
@@ -41,7 +40,7 @@ def sniff_format(data: bytes) -> Optional[str]:
     return None
 
 
-def read_tflite_metadata(data: bytes, *, source: str = "model") -> Optional[ModelMetadata]:
+def read_tflite_metadata(data: bytes, *, source: str = "model") -> Optional[ModelSpec]:
     """The edgeclf metadata in a TFLite flatbuffer, or None when it carries none."""
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise ModelFileError(f"{source}: not a TFLite file (no TFL3 identifier)")
@@ -51,15 +50,15 @@ def read_tflite_metadata(data: bytes, *, source: str = "model") -> Optional[Mode
         raw = read_metadata_entry(data, METADATA_KEY)
     except (ValueError, struct.error) as exc:
         raise ModelFileError(f"{source}: TFLite file is damaged ({exc})") from None
-    return None if raw is None else ModelMetadata.from_json(raw, source=source)
+    return None if raw is None else ModelSpec.from_json(raw, source=source)
 
 
-def read_onnx_metadata(custom_map: dict, *, source: str = "model") -> Optional[ModelMetadata]:
+def read_onnx_metadata(custom_map: dict, *, source: str = "model") -> Optional[ModelSpec]:
     """The edgeclf metadata from an ONNX model's ``metadata_props`` (as a dict), or None."""
     text = custom_map.get(METADATA_KEY)
     if text is None:
         return None
-    return ModelMetadata.from_json(text, source=source)
+    return ModelSpec.from_json(text, source=source)
 
 
 def read_labels_file(path) -> tuple[str, ...]:
@@ -105,6 +104,6 @@ def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
 
 
 def metadata_for_labels(labels: Sequence[str], input_size, *, output_kind=OutputKind.LOGITS,
-                        **kw) -> ModelMetadata:
+                        **kw) -> ModelSpec:
     """Metadata for a model with no edgeclf metadata, from ``--labels`` and its input shape."""
-    return ModelMetadata(labels=tuple(labels), input_size=tuple(input_size), output_kind=output_kind, **kw)
+    return ModelSpec(labels=tuple(labels), input_size=tuple(input_size), output_kind=output_kind, **kw)

@@ -18,8 +18,8 @@ import numpy as np
 
 from .._optional import require
 from .._quiet import native_stderr_silenced
-from ..errors import ModelFileError
-from .backend import check_image_io, first_line, input_converter, output_converter
+from ..errors import ModelFileError, first_line
+from .backend import check_image_io, input_converter, output_converter
 from .metadata import read_onnx_metadata
 
 _ORT_TYPES = {

@@ -20,8 +20,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import DataError
-from .backend import first_line, read_model_bytes
+from ..errors import DataError, first_line
+from .backend import read_model_bytes
 from .classifier import Classifier, load_classifier
 from .layout import ExportDir
 from .metrics import top1_agreement
