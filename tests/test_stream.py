@@ -37,10 +37,10 @@ def run(*args):
     return result
 
 
-def make_video(path: Path, size=(64, 48), fps=10.0) -> Path:
+def make_video(path: Path, size=(64, 48), fps=10.0, scenes=SCENES) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*CODECS[path.suffix]), fps, size)
     assert writer.isOpened(), f"OpenCV cannot write {path.suffix}"
-    for name, _, n in SCENES:
+    for name, _, n in scenes:
         frame = cv2.resize(cv2.imread(str(IMAGES / name)), size, interpolation=cv2.INTER_AREA)
         for _ in range(n):
             writer.write(frame)
@@ -127,11 +127,15 @@ def test_text_lines_min_score_top_k_and_summary(tmp_path):
     assert "stopped: the source ended" in lines
     assert f"frames: {len(EXPECTED)} read, {len(EXPECTED)} classified, 0 skipped, 0 failed" in r.stdout
     assert "peak memory: " in r.stdout
-    # Nothing scores above 1: --min-score 1 prints no frame but still counts every one.
-    r = run("stream", TFLITE, video, "--min-score", "1", "--json", "-")
+    # Grey is a colour this model is unsure of (about 99% blue); red it is sure of.
+    video = make_video(tmp_path / "unsure.avi", scenes=[("red.png", "red", 2), ("light_gray.png", "blue", 3)])
+    r = run("stream", TFLITE, video, "--json", "-")
+    frames, _ = json_lines(r.stdout)
+    assert [f["confidence"] < 0.999 for f in frames] == [False] * 2 + [True] * 3
+    r = run("stream", TFLITE, video, "--min-score", "0.999", "--json", "-")
     frames, s = json_lines(r.stdout)
-    assert all(f["confidence"] >= 1 for f in frames)
-    assert s["classified"] == len(EXPECTED)
+    assert [f["frame"] for f in frames] == [1, 2]
+    assert s["classified"] == 5, "frames under --min-score are still counted"
 
 
 def test_save_draws_on_every_frame_and_leaves_no_temp_file(tmp_path):
@@ -273,13 +277,23 @@ def test_a_stream_that_drops_is_retried_then_reported():
     src = VideoSource("rtsp://camera/1", kind="stream", retries=2, retry_wait_s=0, opener=opener)
     run_ = load_classifier(TFLITE, threads=1).stream(src)
     labels = []
-    with pytest.raises(StreamError, match=r"stopped sending frames after 5 and did not come back after 2 reconnect"):
+    with pytest.raises(StreamError, match=r"stopped sending frames after 5 frames and did not come back after 2 reconnect"):
         for r in run_:
             labels.append(r.prediction.label)
     assert labels == ["red"] * 5, "frames after the first reconnect are classified"
     assert len(opened) == 4  # the first open, one reconnect that worked, two that did not
     s = run_.summary()
     assert s.stopped_by is StopReason.ERROR and "reconnect" in s.error and s.classified == 5
+
+
+def test_a_stream_password_is_never_printed():
+    def opener(target, kind):
+        assert target == "rtsp://admin:s3cret@10.0.0.9:554/live", "the real URL must reach OpenCV"
+        return FakeCapture(0, opened=False)
+
+    with pytest.raises(StreamError) as err:
+        VideoSource("rtsp://admin:s3cret@10.0.0.9:554/live", kind="stream", opener=opener)
+    assert "s3cret" not in str(err.value) and "rtsp://admin:***@10.0.0.9:554/live" in str(err.value)
 
 
 def test_a_video_file_ends_without_retrying():

@@ -192,7 +192,7 @@ class VideoSource:
             raise UsageError(f"retries must be a whole number of at least 0; got {retries!r}")
         self.target = target
         self.kind = kind
-        self.name = str(target)
+        self.name = without_password(str(target)) if kind == "stream" else str(target)
         self.retries = retries
         self.retry_wait_s = float(retry_wait_s)
         self._opener = opener or _cv2_open
@@ -215,8 +215,8 @@ class VideoSource:
             return (f"camera {self.name} did not open; check that it is connected and enabled and that no other "
                     "program is using it (ls /dev/video* lists the cameras Linux sees)")
         if self.kind == "stream":
-            return (f"{self.name}: the stream did not open within {URL_TIMEOUT_MS // 1000} s; check the address "
-                    "and that the camera or server is sending")
+            return (f"{self.name}: the stream did not open (refused, no answer within {URL_TIMEOUT_MS // 1000} s, "
+                    "or a format OpenCV cannot read); check the address and that the camera or server is sending")
         return (f"{self.name}: cannot open this video: not a format or codec OpenCV can decode, or a damaged "
                 "file; re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
 
@@ -231,7 +231,8 @@ class VideoSource:
             if cap is not None:
                 cap.release()
         self._cap = _Closed()
-        raise StreamError(f"{self.name}: the {self.kind} stopped sending frames after {frames_so_far} and did not "
+        raise StreamError(f"{self.name}: the {self.kind} stopped sending frames after {frames_so_far} "
+                          f"frame{'' if frames_so_far == 1 else 's'} and did not "
                           f"come back after {self.retries} reconnect attempt{'' if self.retries == 1 else 's'}; "
                           "check the cable or the network")
 
@@ -272,6 +273,21 @@ class _Closed:
 
     def release(self):
         pass
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of ``user:password@`` replaced by ``***``: names are printed
+    and written to JSON lines, and a camera's password must not end up in someone's logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:
+        return url
 
 
 def _is_camera_device(path: str) -> bool:

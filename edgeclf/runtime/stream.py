@@ -22,14 +22,11 @@ import random
 import time
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from ..errors import EdgeclfError, ImageError, UsageError
 from .frames import Frame
 from .latency import LatencyStats, peak_rss_bytes
-
-if TYPE_CHECKING:
-    from .classifier import Classifier, Prediction
 
 # Timings kept per stage for the percentiles: all of them up to this many frames (an hour at
 # 30 frames per second), then a uniform sample of the whole run, so a camera left running for
@@ -59,7 +56,7 @@ class FrameResult:
 
     frame: Frame
     status: FrameStatus
-    prediction: Optional["Prediction"] = None
+    prediction: Optional[object] = None  # a classifier.Prediction (not imported: classifier imports this module)
     error: Optional[str] = None
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
@@ -158,7 +155,7 @@ class FrameStream:
     Made by ``Classifier.stream``; see there for the arguments.
     """
 
-    def __init__(self, classifier: "Classifier", frames: Iterable, *, top_k: int = 1, every: int = 1,
+    def __init__(self, classifier, frames: Iterable, *, top_k: int = 1, every: int = 1,
                  max_fps: Optional[float] = None, max_frames: Optional[int] = None):
         self._clf = classifier
         self._frames = frames
