@@ -64,7 +64,8 @@ def test_predict_command_loads_no_tensorflow(tmp_path):
                    "    pass\n")
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
     assert not mods & OPENCV, "predict loaded OpenCV"
-    assert "edgeclf.runtime.stream" not in mods and "edgeclf.runtime.frames" not in mods
+    assert not mods & {"edgeclf.cli.stream", "edgeclf.runtime.stream", "edgeclf.runtime.frames"}, \
+        "predict's start-up loaded the stream command"
     assert "onnxruntime" in mods  # the probe did predict
 
 
