@@ -19,6 +19,7 @@ _PROVIDERS = {
     "onnxruntime": ("onnxruntime", ""),
     "ai_edge_litert": ("ai-edge-litert", ""),
     "hypothesis": ("hypothesis", "dev"),
+    "cv2": ("opencv-python-headless", "stream"),
 }
 
 
