@@ -170,13 +170,14 @@ def test_hdf5_external_storage_links_and_filters_are_refused_without_reading(tmp
     box = finishes(lambda: inspect_model(_h5_with_external(tmp_path / "fifo.h5", fifo, 64)), seconds=20)
     assert isinstance(box.get("error"), ModelFileError) and "external file" in str(box["error"]), box
     # the same inside a .keras zip's weights
-    keras = tmp_path / "ext.keras"
-    with zipfile.ZipFile(keras, "w") as z:
-        for name, data in _keras_members("3.15.1"):
-            z.writestr(name, data)
-        z.write(model, "model.weights.h5")
-    with pytest.raises(ModelFileError, match=r"model.weights.h5\): dataset /model_weights/d/kernel:0 keeps"):
-        inspect_model(keras)
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        keras = tmp_path / f"ext{method}.keras"
+        with zipfile.ZipFile(keras, "w", compression=method) as z:
+            for name, data in _keras_members("3.15.1"):
+                z.writestr(name, data)
+            z.write(model, "model.weights.h5")
+        with pytest.raises(ModelFileError, match=r"model.weights.h5\): dataset /model_weights/d/kernel:0 keeps"):
+            inspect_model(keras)
     for name, make, why in [
         ("ext_link.h5", lambda f: f.__setitem__("x", h5py.ExternalLink(str(secret), "/y")), "an external link"),
         ("soft.h5", lambda f: f.__setitem__("x", h5py.SoftLink("/model_weights")), "a soft link"),

@@ -6,6 +6,7 @@ HDF5 (``hdf5.check_hdf5``) straight from the zip, without writing it anywhere.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -41,9 +42,14 @@ def check_keras_zip(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInf
         if name in infos and infos[name].file_size > MAX_CONFIG_BYTES:
             raise ModelFileError(f"{path}: {name} is {infos[name].file_size:,} bytes, over the limit of "
                                  f"{MAX_CONFIG_BYTES:,}")
-    if KERAS_WEIGHTS in infos:
-        with zf.open(infos[KERAS_WEIGHTS]) as f:
+    weights = infos.get(KERAS_WEIGHTS)
+    if weights is not None and weights.compress_type == zipfile.ZIP_STORED:
+        with zf.open(weights) as f:  # stored: h5py's seeks are cheap
             check_hdf5(f, f"{path} ({KERAS_WEIGHTS})")
+    elif weights is not None:
+        # a deflated stream restarts from its start on every backward seek: read it once (its
+        # size is capped above, and Keras reads all of it next anyway)
+        check_hdf5(io.BytesIO(read_member(zf, weights, path)), f"{path} ({KERAS_WEIGHTS})")
     return infos
 
 

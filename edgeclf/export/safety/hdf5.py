@@ -35,8 +35,9 @@ _RATIO_FREE_BYTES = 1 << 20
 
 def check_hdf5(source, where: str) -> None:
     """Walk every object and link of an HDF5 file (a path or a seekable binary file object)."""
-    import h5py
+    from ..._optional import require
 
+    h5py = require("h5py", purpose="reading HDF5 weights")
     try:
         with h5py.File(source, "r") as f:
             _walk(h5py, f, where)
