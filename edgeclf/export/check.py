@@ -55,6 +55,15 @@ class Verdict:
                 **self.figures.to_dict()}
 
 
+def source_probabilities(model, images: np.ndarray, kind) -> np.ndarray:
+    """The source model's probabilities on uint8 ``images``: what every file is checked against."""
+    from ..runtime.classifier import to_probabilities
+
+    if not len(images):
+        return np.zeros((0, max(int(getattr(model, "output_width", 1)), 2)), np.float32)
+    return to_probabilities(model.predict(images.astype(np.float32)), kind)
+
+
 def _decided(reference: np.ndarray, margin: float) -> np.ndarray:
     if reference.shape[1] < 2:
         return np.ones(len(reference), bool)

@@ -22,10 +22,9 @@ from ..errors import EdgeclfError, UsageError, first_line
 from ..runtime import metrics
 from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
-from ..runtime.classifier import to_probabilities
 from ..runtime.spec import GOLDEN_ATOL, GOLDEN_IMAGES, Format, ModelSpec, Precision
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
-from .check import CheckStage
+from .check import CheckStage, source_probabilities
 from .converters import CALIBRATION, ConvertContext, Job, mobile_usability, plan_jobs
 from .golden import write_golden
 from .options import ExportOptions
@@ -69,8 +68,7 @@ def export_model(source, out, options: Optional[ExportOptions] = None, **changes
         info(f"Not exporting {fmt} {p}: {why}")
     cal = images.calibration(opts) if any(CALIBRATION in j.converter.needs for j in jobs) else None
     check = images.check
-    reference = (to_probabilities(src.model.predict(check.images.astype(np.float32)), src.output_kind)
-                 if len(check) else np.zeros((0, len(src.labels)), np.float32))
+    reference = source_probabilities(src.model, check.images, src.output_kind)
     y = check.indices if check.has_labels else None
     meta = ModelSpec(labels=src.labels, input_size=src.input_size, output_kind=src.output_kind, precision="float32",
                      resize_method=src.resize_method, edgeclf_version=__version__, source_sha256=src.sha256,
