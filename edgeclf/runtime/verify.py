@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -21,6 +20,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import DataError, first_line
+from .archive import ZipLimits, read_npz
 from .backend import read_model_bytes
 from .classifier import Classifier, load_classifier
 from .layout import ExportDir
@@ -63,6 +63,9 @@ class GoldenReport:
 # A golden file holds a few small images; anything this large is not one.
 MAX_GOLDEN_BYTES = 1 << 30
 
+# What its arrays may unpack to: each, and all together (edgeclf writes it uncompressed).
+GOLDEN_LIMITS = ZipLimits(member=512 << 20, total=MAX_GOLDEN_BYTES, members=10_000)
+
 
 def load_golden(path) -> dict[str, np.ndarray]:
     """The arrays of a golden file, or a DataError saying what is wrong with it."""
@@ -80,20 +83,7 @@ def load_golden(path) -> dict[str, np.ndarray]:
     if st.st_size > MAX_GOLDEN_BYTES:
         raise DataError(f"{p}: {st.st_size:,} bytes is too large for a golden file; give the golden.npz "
                         "written by edgeclf export")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"{p}: a single .npy array, not a golden .npz archive; give the golden.npz written "
-                            "by edgeclf export")
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DataError(f"golden file not found: {p}") from None
-    except IsADirectoryError:
-        raise DataError(f"{p} is a directory; give the golden.npz file inside it") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RecursionError) as exc:
-        raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
-                        "export directory") from None
+    arrays = read_golden_arrays(p)
     if ExportDir.GOLDEN_KEY_IMAGES not in arrays:
         raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
     images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
@@ -104,6 +94,23 @@ def load_golden(path) -> dict[str, np.ndarray]:
         raise DataError(f"{p}: holds no golden images, so it proves nothing; export the model again with "
                         "validation or calibration data")
     return arrays
+
+
+def read_golden_arrays(p: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``p``, each zip and .npy header checked (sizes, dtype) before any allocation."""
+    with open(p, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise DataError(f"{p}: a single .npy array, not a golden .npz archive; give the golden.npz written "
+                            "by edgeclf export")
+
+    def error(msg: str) -> DataError:
+        return DataError(f"{msg}; copy golden.npz again from the export directory")
+
+    try:
+        return read_npz(p, error=error, limits=GOLDEN_LIMITS, what="golden .npz file")
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
+                        "export directory") from None
 
 
 def _entry_for(clf: Classifier, arrays: dict, golden) -> tuple[str, str]:
