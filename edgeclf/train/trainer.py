@@ -388,9 +388,7 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     keras.utils.set_random_seed(cfg.seed)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    if cluster is not None:
-        say(f"multi-worker training: {cluster.describe()}; waiting for all {cluster.size} workers")
-    strategy = make_strategy(tf, cluster, timeout=cfg.worker_timeout)
+    strategy = make_strategy(tf, cluster, timeout=cfg.worker_timeout, say=say)
     device = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
     if cluster is not None:
         device += f" x {cluster.size} workers"
