@@ -46,7 +46,7 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
       edgeclf run                      # built-in data, about 4 minutes on 2 CPU cores
       edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
     """
-    from .._io import is_edgeclf_dir, mark_dir, write_text
+    from .._io import check_out_dir, is_edgeclf_dir, mark_dir, write_text
     from .._optional import ensure_installed
     from .._term import info
     from ..errors import UsageError
@@ -62,13 +62,10 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
     # folder up again without --overwrite, while a finished run (or anyone else's folder)
     # is still never replaced silently.
     marker = root / RUN_INCOMPLETE_MARKER
-    resuming = marker.exists()
-    if root.exists() and any(root.iterdir()) and not overwrite and not resuming:
-        raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
-                         "or choose another --out")
-    if root.exists() and any(root.iterdir()) and overwrite and not resuming and not is_edgeclf_dir(root):
-        raise UsageError(f"--out {root} holds files edgeclf did not write; --overwrite replaces only a folder "
-                         "edgeclf made; choose another --out")
+    # Only a folder edgeclf made is resumed: a user's folder that happens to hold that name is not.
+    resuming = marker.exists() and is_edgeclf_dir(root)
+    # --out may not be the data or hold it or lie in it, nor replace a folder that is not edgeclf's.
+    check_out_dir(root, overwrite or resuming, inside=(data,))
     if resuming and not overwrite:
         info(f"{root} holds a run that did not finish; starting it again")
         overwrite = True
@@ -114,7 +111,7 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
         from ..evaluate import compare_files
 
         cmp = compare_files([export_dir], data=run_dir, threads=threads)
-        show_comparison(cmp, json_out=str(root / COMPARE_JSON), report_dir=str(report_dir))
+        show_comparison(cmp, json_out=str(root / COMPARE_JSON), report_dir=str(report_dir), overwrite=overwrite)
         return cmp
 
     step(f"train: {model}", train)

@@ -224,7 +224,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         >>> report = export_model("runs/cnn", "export/cnn", precisions=["float32", "int8"])  # doctest: +SKIP
         >>> print(report.table())                                                          # doctest: +SKIP
     """
-    from .source import load_source
+    from .source import load_source, source_inputs
 
     t_start = time.monotonic()
     out = Path(out)
@@ -243,7 +243,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
     # --overwrite must never replace what the export reads (the run, its model file, the data).
-    check_out_dir(out, True, inside=(source, data, calibration))
+    check_out_dir(out, True, inside=source_inputs(source, data, calibration))
     # Bad names and combinations fail before the (slow) model load.
     wanted, _ = plan_jobs(formats, precisions)
     if io is not None and not any(p in (Precision.INT8, Precision.QAT) and f == "tflite" for f, p in wanted):

@@ -26,7 +26,7 @@ from ..runtime.preprocess import is_image_file
 from .calibration import ImageBank
 from .keras_load import InputRange, LoadedModel, load_keras_model  # noqa: F401 - the one Keras door
 
-__all__ = ["ModelSource", "load_source", "load_keras_model", "LoadedModel"]
+__all__ = ["ModelSource", "load_source", "load_keras_model", "LoadedModel", "source_inputs"]
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -58,6 +58,14 @@ def _sha256_of(path: Path) -> str:
         h.update(str(p.relative_to(path)).encode())
         h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+def source_inputs(source, *more) -> tuple:
+    """Everything an export (or explain-quant) of ``source`` reads, for the output checks: the
+    source, the other inputs given (``--data``, ``--calibration``), and for a run directory the
+    data it was trained on, which its split reads again."""
+    roots = RunDir(source).data_roots() if RunDir.is_run(source) else ()
+    return (source, *more, *roots)
 
 
 ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgeclf needs a binary model to end in "
