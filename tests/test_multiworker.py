@@ -47,6 +47,28 @@ def test_bad_tf_config_is_one_clear_error():
             cluster_from_env({"TF_CONFIG": bad})
 
 
+def test_a_worker_list_without_an_index_says_what_to_pass(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    with pytest.raises(OptionError) as err:
+        parse_workers("a:1,b:2", None)
+    assert str(err.value).startswith("worker_index is needed with workers") and "0 on a:1 (the chief)" in str(err.value)
+    res = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "r"), "--workers", "a:1,b:2"])
+    assert res.exit_code == 2 and "--worker-index is needed with workers" in res.output, res.output
+    assert "None" not in res.output
+
+
+@pytest.mark.parametrize("worker", ["localhost:12345", [1, 2], {"a": "b:1"}])
+def test_a_tf_config_job_that_is_not_a_list_is_one_clear_error(worker):
+    config = json.dumps({"cluster": {"worker": worker}, "task": {"type": "worker", "index": 0}})
+    with pytest.raises(UsageError, match='cluster "worker" must be a list of "HOST:PORT" strings') as err:
+        cluster_from_env({"TF_CONFIG": config})
+    if worker == "localhost:12345":
+        assert 'write ["localhost:12345"]' in str(err.value)
+
+
 def test_a_dead_peer_names_the_worker():
     c = Cluster(("h:1", "h:2"), 0)
 

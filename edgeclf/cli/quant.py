@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..runtime.spec import DEFAULT_CALIBRATION_SIZE, Format, IOType, choices
+from ..runtime.spec import DEFAULT_CALIBRATION_SIZE, MAX_SEED, Format, IOType, choices
 from ._options import emit_json, json_option, json_to_stdout
 
 
@@ -20,7 +20,7 @@ from ._options import emit_json, json_option, json_to_stdout
               help="Images in the class-stratified calibration sample.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file; required for a model file that is not a run directory.")
-@click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Seed of the calibration sample (default: the run's).")
 @click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
               help="Input/output type of the TFLite int8 file (default uint8).")
 @click.option("--sensitivity", is_flag=True,

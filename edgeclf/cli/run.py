@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..runtime.layout import JobDir
+from ..runtime.spec import MAX_EPOCHS
 from ._options import threads_option
 
 COMMANDS: list[click.Command] = []
@@ -54,8 +55,8 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
     from .train import parse_image_size
 
     ensure_installed("tensorflow", "tf_keras", "tf2onnx", "onnx", purpose="the main job (training and export)")
-    if epochs < 1:
-        raise UsageError(f"--epochs must be at least 1; got {epochs}")
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise UsageError(f"--epochs must be 1..{MAX_EPOCHS}; got {epochs}")
     size = parse_image_size(image_size)
     root = Path(out)
     # A marker while the run is unfinished: re-running after Ctrl-C or a crash picks the

@@ -18,7 +18,7 @@ from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
 from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, FLOAT32_MAX_ABS_DIFF, GOLDEN_ATOL, GOLDEN_IMAGES,
                             DEFAULT_FORMATS, NEEDS_CALIBRATION, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec,
-                            OutputKind, Precision, parse_enum)
+                            MAX_EPOCHS, OutputKind, Precision, parse_enum)
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .golden import write_golden
 
@@ -230,8 +230,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     out = Path(out)
     if calibration_size < 1:
         raise OptionError("calibration_size", f"must be at least 1, not {calibration_size}")
-    if qat_epochs < 0:
-        raise OptionError("qat_epochs", f"must be 0 or more, not {qat_epochs}")
+    if not 0 <= qat_epochs <= MAX_EPOCHS:
+        raise OptionError("qat_epochs", f"must be 0..{MAX_EPOCHS}, not {qat_epochs}")
     if batch is not None and not 1 <= batch <= 4096:
         raise OptionError("batch", f"must be a batch size from 1 to 4096; got {batch}")
     io_type = IOType.UINT8 if io is None else parse_enum(IOType, io, name="--io type")

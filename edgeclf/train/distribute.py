@@ -67,7 +67,10 @@ def parse_workers(workers: str, index: int) -> Cluster:
         raise OptionError("workers", f"needs at least two HOST:PORT addresses, comma-separated; got {workers!r}")
     if len(set(addrs)) != len(addrs):
         raise OptionError("workers", f"names an address twice: {workers!r}")
-    if index is None or not 0 <= index < len(addrs):
+    if index is None:
+        raise OptionError("worker_index", f"is needed with workers: this machine's place in the list, 0 on "
+                                          f"{addrs[0]} (the chief) ... {len(addrs) - 1} on {addrs[-1]}")
+    if not 0 <= index < len(addrs):
         raise OptionError("worker_index", f"must be 0..{len(addrs) - 1} for {len(addrs)} workers; got {index}")
     return Cluster(addrs, int(index))
 
@@ -76,6 +79,16 @@ def tf_config(cluster: Cluster) -> str:
     """The ``TF_CONFIG`` value that describes ``cluster`` (all workers; worker 0 leads)."""
     return json.dumps({"cluster": {"worker": list(cluster.workers)},
                        "task": {"type": "worker", "index": cluster.index}})
+
+
+def _job_list(jobs: dict, name: str) -> list[str]:
+    tasks = jobs.get(name, [])
+    if not isinstance(tasks, list) or not all(isinstance(a, str) for a in tasks):
+        # a bare "host:port" would otherwise be read one character at a time
+        example = json.dumps([tasks] if isinstance(tasks, str) else ["host:port", "host:port"])
+        raise UsageError(f'{TF_CONFIG}: cluster "{name}" must be a list of "HOST:PORT" strings, not '
+                         f"{json.dumps(tasks)[:80]}; write {example}")
+    return tasks
 
 
 def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluster]:
@@ -87,8 +100,7 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluste
         d = json.loads(raw)
         jobs = d["cluster"]
         task = d["task"]
-        chief = [str(a) for a in jobs.get("chief", [])]
-        workers = [str(a) for a in jobs.get("worker", [])]
+        chief, workers = (_job_list(jobs, name) for name in ("chief", "worker"))
         kind, index = str(task["type"]), int(task["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{TF_CONFIG} is not valid ({type(exc).__name__}: {exc}); it must be JSON like "

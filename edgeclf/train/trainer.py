@@ -17,13 +17,14 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_dir, check_out_dir, write_json, write_text
+from .._term import printable
 from .._term import info
 from ..errors import OptionError, UsageError
 from ..runtime.metrics import accuracy, confusion_matrix, majority_class, mean_log_loss
 from ..runtime.layout import RunDir
 from ..runtime.preprocess import image_size_arg
-from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, ModelSpec,
-                            ResizeMethod, parse_enum)
+from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, MAX_EPOCHS, MAX_SEED,
+                            ModelSpec, ResizeMethod, parse_enum)
 from . import zoo
 from .distribute import DEFAULT_WORKER_TIMEOUT_S, cluster_from_env, lost_worker, make_strategy, parse_workers
 
@@ -84,10 +85,10 @@ class TrainConfig:
         mp = parse_enum(MixedPrecision, self.mixed_precision, name="mixed precision mode")
         rm = parse_enum(ResizeMethod, self.resize_method, name="resize method")
         size = None if self.image_size is None else image_size_arg(self.image_size)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise OptionError("seed", f"must be a whole number >= 0; got {self.seed!r}")
-        if self.epochs < 1:
-            raise OptionError("epochs", f"must be at least 1; got {self.epochs}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise OptionError("seed", f"must be a whole number from 0 to {MAX_SEED}; got {self.seed!r}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise OptionError("epochs", f"must be 1..{MAX_EPOCHS}; got {self.epochs}")
         if self.batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1; got {self.batch_size}")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -525,7 +526,8 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         run = RunDir(tmp)
         infer.save(run.model_path)
         write_json(run.file(RunDir.SPEC), spec.to_dict())
-        write_text(run.file(RunDir.LABELS), "".join(f"{n}\n" for n in class_names))
+        # for people and other tools, one per line: what could split a line or rewrite a screen is escaped
+        write_text(run.file(RunDir.LABELS), "".join(f"{printable(n)}\n" for n in class_names))
         write_json(run.file(RunDir.CONFIG), config)
         write_json(run.file(RunDir.SPLIT), split.to_dict())
         write_json(run.file(RunDir.HISTORY), history)
