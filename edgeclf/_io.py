@@ -400,6 +400,15 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output")
             os.close(lock_fd)
 
 
+def write_into_dir(path: PathLike, write, *, overwrite: bool = False, what: str = "output") -> Path:
+    """Fill the folder ``path`` with ``write(folder)`` through ``atomic_dir`` (so it gets the
+    marker and follows the rules of ``--out``); returns the path ``write`` returned, moved to
+    where it now lies in ``path``."""
+    with atomic_dir(path, overwrite=overwrite, what=what) as tmp:
+        written = Path(write(tmp))
+    return Path(path) / written.relative_to(tmp)
+
+
 @contextlib.contextmanager
 def temp_dir(prefix: str) -> Iterator[Path]:
     """A private temporary folder (removed on exit) in the system temp folder; ones a killed

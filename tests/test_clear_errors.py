@@ -27,9 +27,9 @@ def test_seeds_are_bounded_as_trains_are(tmp_path, command, seed):
 def test_the_library_bounds_the_seed_before_loading(tmp_path):
     from edgeclf.export import export_model
 
-    with pytest.raises(OptionError, match="^seed must be a whole number from 0 to 4294967295; got "):
+    with pytest.raises(OptionError, match="^seed must be .*4294967295; got "):
         export_model(tmp_path / "never_loaded.keras", tmp_path / "o", seed=2**70)
-    with pytest.raises(OptionError, match="^qat_epochs must be 0..100000"):
+    with pytest.raises(OptionError, match="^qat_epochs must be from 0 to"):
         export_model(tmp_path / "never_loaded.keras", tmp_path / "o", qat_epochs=10**12)
 
 

@@ -158,7 +158,7 @@ def test_a_class_with_only_bad_files_is_a_data_error(tmp_path):
     ({"model": "vgg"}, "'vgg' is unknown"), ({"mixed_precision": "maybe"}, "mixed precision mode 'maybe'"),
     ({"early_stopping": 0}, "^early_stopping is a patience"), ({"seed": -1}, "^seed must be a whole number"),
     ({"seed": 2**32}, "^seed must be a whole number from 0 to 4294967295"),
-    ({"epochs": 10**12}, "^epochs must be 1..100000; got 1000000000000"),
+    ({"epochs": 10**12}, "^epochs must be from 1 to 10000; got 1000000000000"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
     """The library names its parameters (a Python caller never typed a flag)."""
@@ -169,8 +169,8 @@ def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "Error: --epochs must be 1..100000; got 0"),
-    (["--epochs", "1000000000000"], "Error: --epochs must be 1..100000; got 1000000000000"),
+    (["--epochs", "0"], "Error: --epochs must be from 1 to 10000; got 0"),
+    (["--epochs", "1000000000000"], "Error: --epochs must be from 1 to 10000; got 1000000000000"),
     (["--batch-size", "0"], "Error: --batch-size must be at least 1; got 0"),
     (["--val-split", "1.5"], "Error: --val-split must be between 0 and 1"),
 ])

@@ -78,23 +78,11 @@ def check_report_dir(report_dir, overwrite: bool, *, inputs=()) -> None:
     check_out_dir(report_dir, overwrite, inside=(*given, *roots), what="--report")
 
 
-def write_report_dir(report_dir, overwrite: bool, write, what: str):
-    """Fill ``report_dir`` with ``write(folder)`` as ``atomic_dir`` does for --out (the folder
-    gets edgeclf's marker); returns the path ``write`` returned, in ``report_dir``."""
-    from pathlib import Path
-
-    from .._io import atomic_dir
-
-    with atomic_dir(report_dir, overwrite=overwrite, what=what) as tmp:
-        written = Path(write(tmp))
-    return Path(report_dir) / written.relative_to(tmp)
-
-
 def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None,
                     overwrite: bool = False) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
-    from ..evaluate.report import comparison_table, per_class_table, speed_lines, speed_notes
+    from ..evaluate.report import comparison_json, comparison_table, per_class_table, speed_lines, speed_notes
 
     notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))  # files not faster than float32 here
     if not json_to_stdout(json_out):
@@ -113,11 +101,13 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
     for m in cmp.models:
         for f in m.parity.failures:
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
-    emit_json(json_out, {**cmp.to_dict(), "speed_notes": [n.to_dict() for n in notes]})
+    emit_json(json_out, comparison_json(cmp))
     if report_dir:
+        from .._io import write_into_dir
         from ..evaluate.report import write_report
 
-        written = write_report_dir(report_dir, overwrite, lambda d: write_report(cmp, d), "comparison report")
+        written = write_into_dir(report_dir, lambda d: write_report(cmp, d), overwrite=overwrite,
+                                 what="comparison report")
         info(f"wrote {written}")
 
 

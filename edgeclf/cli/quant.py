@@ -62,10 +62,10 @@ def explain_quant_cmd(source, formats, data, calibration, calibration_size, labe
     if report_dir:
         from .._term import info
 
-        from .compare import write_report_dir
+        from .._io import write_into_dir
 
-        written = write_report_dir(report_dir, overwrite, lambda d: write_quant_report(expl, d, top=top),
-                                   "quantization report")
+        written = write_into_dir(report_dir, lambda d: write_quant_report(expl, d, top=top), overwrite=overwrite,
+                                 what="quantization report")
         info(f"wrote {written}")
     if not json_to_stdout(json_out):
         click.echo(expl.table(top))
