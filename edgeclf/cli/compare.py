@@ -30,7 +30,8 @@ def _describe_gates(max_drop, min_agree) -> str:
 @json_option
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write a Markdown report with plots and the flipped images into DIR (a new or empty folder).")
-@click.option("--overwrite", is_flag=True, help="Replace the --report folder if it exists (only a folder edgeclf made).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the --report folder if it exists (only a folder edgeclf made).")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Labels (one class per line) for model files without edgeclf metadata (they replace embedded ones).")
 @click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",

@@ -35,7 +35,8 @@ from ._options import emit_json, json_option, json_to_stdout
                    "(default: inferred); the exported files still take 0..255.")
 @click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
               help="What the model outputs (default: inferred from its last op).")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Seed of the calibration sample (default: the run's).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed of the calibration sample (default: the run's).")
 @click.option("--batch", type=int, default=None, metavar="N",
               help="Fixed batch size of the ONNX/ORT files (1 for phones: NNAPI and CoreML need fixed shapes). "
                    "Default: any batch.")

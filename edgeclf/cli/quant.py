@@ -20,7 +20,8 @@ from ._options import emit_json, json_option, json_to_stdout
               help="Images in the class-stratified calibration sample.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file; required for a model file that is not a run directory.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Seed of the calibration sample (default: the run's).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed of the calibration sample (default: the run's).")
 @click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
               help="Input/output type of the TFLite int8 file (default uint8).")
 @click.option("--sensitivity", is_flag=True,
@@ -29,7 +30,8 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--top", type=int, default=20, show_default=True, help="Layers to show in the table and plot.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write a Markdown report with the ranked tables and a bar plot into DIR (a new or empty folder).")
-@click.option("--overwrite", is_flag=True, help="Replace the --report folder if it exists (only a folder edgeclf made).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the --report folder if it exists (only a folder edgeclf made).")
 @json_option
 def explain_quant_cmd(source, formats, data, calibration, calibration_size, labels, seed, io, sensitivity, top,
                       report_dir, overwrite, json_out):
