@@ -17,7 +17,7 @@ from .runtime.layout import JobDir
 from .runtime.spec import MAX_EPOCHS
 
 # Chosen so that the whole job fits in a few minutes on 2 CPU cores (measured; see README).
-RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20, "model": "tutorial_cnn_aug"}
+RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _claim(root: Path, overwrite: bool, data) -> bool:
     return resuming
 
 
-def run_job(out, *, data=None, model: str = RUN_DEFAULTS["model"], epochs: int = RUN_DEFAULTS["epochs"],
+def run_job(out, *, data=None, model: Optional[str] = None, epochs: int = RUN_DEFAULTS["epochs"],
             image_size: Optional[tuple[int, int]] = None, per_class: int = RUN_DEFAULTS["per_class"],
             threads: Optional[int] = None, overwrite: bool = False) -> JobReport:
     """Generate the built-in dataset (unless ``data`` is given), train ``model``, export every
@@ -82,6 +82,9 @@ def run_job(out, *, data=None, model: str = RUN_DEFAULTS["model"], epochs: int =
         >>> report = run_job("edgeclf-run")            # doctest: +SKIP
         >>> print(report.export.table())              # doctest: +SKIP
     """
+    from .train.zoo import DEFAULT_MODEL
+
+    model = model or DEFAULT_MODEL
     check_job_options(model=model, epochs=epochs, per_class=per_class)
     root = Path(out)
     overwrite = _claim(root, overwrite, data) or overwrite

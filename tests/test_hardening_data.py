@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _data_helpers import make_folder  # noqa: E402
 
 from edgeclf.cli import main  # noqa: E402

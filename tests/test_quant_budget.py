@@ -11,13 +11,11 @@ layers can fix that, so its budget fails.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
 from edgeclf.errors import UsageError  # noqa: E402

@@ -10,7 +10,7 @@ from ._options import emit_json, json_option, json_to_stdout
 
 @click.command("explain-quant")
 @click.argument("source", type=click.Path(path_type=str))
-@click.option("--format", "formats", multiple=True, metavar="tflite|onnx",
+@click.option("--format", "formats", multiple=True, metavar=f"{Format.TFLITE.value}|{Format.ONNX.value}",
               help="Format of the int8 file to explain; repeat for both (default: tflite and onnx).")
 @click.option("--data", type=click.Path(path_type=str), default=None,
               help="Class-folder dataset, split as export splits it: calibration images and validation images.")

@@ -19,7 +19,7 @@ from ..errors import ModelFileError, UsageError
 from .backend import MAX_THREADS, check_rows, load_backend, threads_arg
 from .cpu import physical_cores
 from .metadata import metadata_for_labels, read_labels_file
-from .spec import ModelSpec, OutputKind
+from .spec import ModelSpec, OutputKind, check_label_count
 
 if TYPE_CHECKING:
     from .preprocess import ImageSource
@@ -281,9 +281,10 @@ def load_classifier(path: Union[str, os.PathLike], *, threads: Optional[int] = N
         source = "labels given" if not isinstance(labels, (str, os.PathLike)) else f"labels file {labels}"
     elif given is not None:
         kind = meta.output_kind
-        if kind is OutputKind.SIGMOID and len(given) != 2:
-            raise ModelFileError(f"{backend.path}: a sigmoid (binary) model needs exactly 2 labels; "
-                                 f"got {len(given)}")
+        try:
+            check_label_count(kind, len(given))
+        except ValueError as exc:
+            raise ModelFileError(f"{backend.path}: {exc}") from None
         meta = meta.with_(labels=given)
         source = "labels given" if not isinstance(labels, (str, os.PathLike)) else f"labels file {labels}"
     else:

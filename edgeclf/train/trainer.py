@@ -23,21 +23,9 @@ from ..runtime.metrics import accuracy, confusion_matrix, majority_class, mean_l
 from ..runtime.layout import RunDir
 from ..runtime.preprocess import image_size_arg
 from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, INPUT_NAME, MAX_EPOCHS,
-                            MAX_SEED, ModelSpec, ResizeMethod, parse_enum)
+                            MAX_SEED, MixedPrecision, ModelSpec, Optimizer, ResizeMethod, parse_enum)
 from . import zoo
 from .distribute import DEFAULT_WORKER_TIMEOUT_S, cluster_from_env, lost_worker, make_strategy, parse_workers
-
-
-class Optimizer(str, Enum):
-    ADAM = "adam"
-    RMSPROP = "rmsprop"
-    SGD = "sgd"
-
-
-class MixedPrecision(str, Enum):
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
 
 
 DEFAULT_LEARNING_RATES = {Optimizer.ADAM: 1e-3, Optimizer.RMSPROP: 1e-3, Optimizer.SGD: 1e-2}
@@ -54,7 +42,7 @@ class TrainConfig:
     ``stop_at_accuracy`` X: stop once training accuracy reaches X (the tutorials' callback).
     """
 
-    model: str = "tutorial_cnn_aug"
+    model: str = zoo.DEFAULT_MODEL
     image_size: tuple[int, int] | None = None
     epochs: int = 20
     batch_size: int = 32
