@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, DEFAULT_SEED, Format, InputRange, IOType, OutputKind,
+from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, DEFAULT_SEED, MAX_SEED, Format, InputRange, IOType, OutputKind,
                             Precision, choices)
 from ._options import emit_json, json_option, json_to_stdout
 
@@ -36,7 +36,8 @@ from ._options import emit_json, json_option, json_to_stdout
                    "(default: inferred); the exported files still take 0..255.")
 @click.option("--output-kind", "output_kind", default=None, metavar="|".join(choices(OutputKind)),
               help="What the model outputs (default: inferred from its last op).")
-@click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed of the calibration sample (default: the run's).")
 @click.option("--batch", type=int, default=None, metavar="N",
               help="Fixed batch size of the ONNX/ORT files (1 for phones: NNAPI and CoreML need fixed shapes). "
                    "Default: any batch.")

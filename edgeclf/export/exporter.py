@@ -124,8 +124,11 @@ def _check_request(out: Path, source, opts: ExportOptions) -> None:
         raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not opts.overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
-    # --overwrite must never replace what the export reads (the run, its model file, the data).
-    check_out_dir(out, True, inside=(source, opts.data, opts.calibration))
+    # --overwrite must never replace what the export reads (the run, its model file, the data it
+    # was trained on, --data, --calibration).
+    from .source import source_inputs
+
+    check_out_dir(out, True, inside=source_inputs(source, opts.data, opts.calibration))
     wanted, _ = plan_jobs(opts.formats, opts.precisions)
     full_integer = [j for j in wanted if j.format is Format.TFLITE and j.precision in (Precision.INT8, Precision.QAT)]
     if opts.io is not None and not full_integer:

@@ -143,6 +143,8 @@ SUPPORTED_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 # ---- defaults, declared once -----------------------------------------------------------------
 
 DEFAULT_SEED = 123
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are 32-bit
+MAX_EPOCHS = 10_000  # a bound, so that a typo (1000000000000) is refused, not trained until killed
 # The name of every exported file's input tensor (Keras Input, ONNX graph input, TFLite metadata).
 INPUT_NAME = "image"
 DEFAULT_VAL_SPLIT = 0.2

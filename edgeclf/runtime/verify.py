@@ -4,8 +4,10 @@ and compare its probabilities with the recorded ones, within the recorded tolera
 ``golden.npz`` (written by ``edgeclf export``) holds ``images`` (uint8 N,H,W,3) and, for each
 exported file basename F, ``probs::F`` (float32 N,C, as the runtime computes them),
 ``atol::F`` (float64 scalar) and ``sha256::F`` (the file's sha256, hex). A model is matched to
-its entry by its content (sha256), so a renamed file still verifies; by name only for golden
-files without hashes. Neither TensorFlow nor the dataset is needed.
+its entry by its content (sha256), so a renamed file still verifies and a changed file (labels
+swapped in its metadata, a re-export) never passes as the one the golden file was made for;
+by name only for golden files without hashes, or when the caller asks (``by_name``: checking a
+re-exported file against the entry of its name). Neither TensorFlow nor the dataset is needed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class GoldenReport:
     model: str
     golden: str
     entry: str  # the file basename the golden entry is recorded under
+    matched_by: str  # "sha256" (the very file the golden entry was made for) or "name"
     images: int
     atol: float
     max_abs_diff: float
@@ -113,18 +116,38 @@ def read_golden_arrays(p: Path) -> dict[str, np.ndarray]:
                         "export directory") from None
 
 
-def _entry_for(clf: Classifier, arrays: dict, golden) -> tuple[str, str]:
-    """The golden entry name for ``clf``'s file and how it was found ("sha256" or "name")."""
+NOT_THE_FILE = "this file is not the one golden.npz was made for"
+
+
+def _entry_for(clf: Classifier, arrays: dict, golden, *, by_name: bool = False) -> tuple[str, str]:
+    """The golden entry name for ``clf``'s file and how it was found ("sha256" or "name").
+
+    A golden file that records hashes vouches only for those files: any other content is
+    refused, whatever its name, unless ``by_name`` asks for the entry of the file's name."""
     digest = _sha256(clf.path)
-    for key, value in arrays.items():
-        if key.startswith(SHA256) and value.dtype.kind == "U" and value.shape == () and str(value) == digest:
-            return key[len(SHA256):], "sha256"
+    hashes = {key[len(SHA256):]: str(value) for key, value in arrays.items()
+              if key.startswith(SHA256) and value.dtype.kind == "U" and value.shape == ()}
     name = clf.path.name
-    if PROBS + name in arrays:
-        return name, "name"
+    if by_name:
+        if PROBS + name in arrays:
+            return name, "sha256" if hashes.get(name) == digest else "name"
+    else:
+        for entry, recorded in hashes.items():
+            if recorded == digest and PROBS + entry in arrays:
+                return entry, "sha256"
+        if hashes:
+            same_name = (f"; its name matches the entry for {name}, but its content differs from the file "
+                         "that entry was recorded for" if PROBS + name in arrays else "")
+            raise DataError(f"{clf.path}: {NOT_THE_FILE} (its sha256 {digest[:12]}... matches none of the "
+                            f"{len(hashes)} files recorded in {golden}{same_name}); give the file export wrote "
+                            "beside this golden.npz, or pass --by-name to check a re-exported file against the "
+                            "entry of its name")
+        if PROBS + name in arrays:
+            return name, "name"
     have = sorted(k[len(PROBS):] for k in arrays if k.startswith(PROBS))
     listed = ", ".join(have) if have else "none"
-    raise DataError(f"{golden}: no golden entry for {name} (by content or by name; it has entries for: {listed}); "
+    how = "by name" if by_name else "by content or by name"
+    raise DataError(f"{golden}: no golden entry for {name} ({how}; it has entries for: {listed}); "
                     "use the golden.npz written with this model")
 
 
@@ -146,24 +169,27 @@ def _atol(arrays: dict, name: str, golden) -> float:
 
 
 def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads: Optional[int] = None,
-                  worst: int = 5) -> GoldenReport:
+                  worst: int = 5, by_name: bool = False) -> GoldenReport:
     """Check a model file against the golden outputs recorded for it.
 
     Args:
         model: a ``Classifier`` or a model file path (loaded with ``threads``).
         golden: the ``golden.npz`` written by ``edgeclf export`` beside the model files.
         worst: how many of the largest deviations to keep in the report.
+        by_name: check the file against the entry of its name even when its content is not
+            the one recorded (a re-exported file); by default a golden file that records
+            hashes accepts only the very files it was made for.
 
     Returns:
         A ``GoldenReport``; it does not raise when the check fails (``passed`` is False).
 
     Raises:
-        DataError: the golden file is unreadable, has no entry for this model, or its images
-            do not fit the model.
+        DataError: the golden file is unreadable, has no entry for this model (by content when
+            it records hashes), or its images do not fit the model.
     """
     clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
     arrays = load_golden(golden)
-    name, _ = _entry_for(clf, arrays, golden)
+    name, matched_by = _entry_for(clf, arrays, golden, by_name=by_name)
     images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
     recorded = arrays[PROBS + name]
     if recorded.dtype.kind != "f":
@@ -193,7 +219,7 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     max_diff = float(per_image.max()) if len(per_image) else 0.0
     agree = top1_agreement(got, expected) if len(images) else 1.0
     return GoldenReport(
-        model=str(clf.path), golden=str(golden), entry=name, images=int(len(images)), atol=atol,
-        max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
+        model=str(clf.path), golden=str(golden), entry=name, matched_by=matched_by, images=int(len(images)),
+        atol=atol, max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
         worst=tuple(deviations),
     )
