@@ -5,7 +5,6 @@ MediaPipe takes a file with a float first convolution."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +236,6 @@ def test_a_float_first_conv_file_keeps_uint8_io_and_mediapipe_runs_it(tiny, tmp_
     ref = _probs(convert_tflite(built.model, Precision.FLOAT32), tmp_path / "f32.tflite", cal)
     assert np.abs(p - ref).max() < 0.05, f"probabilities differ by {np.abs(p - ref).max()}"
 
-    sys.path.insert(0, str(HERE))
     from test_phone_clients import mediapipe_classify
 
     path = tmp_path / "model_int8.tflite"
