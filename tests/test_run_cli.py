@@ -12,12 +12,17 @@ from edgeclf.cli import main
 @pytest.mark.parametrize("args, message", [
     (["--threads", "0"], "--threads must be at least 1"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--model", "tutorial_cnn_agu"], "'tutorial_cnn_agu' is not one of"),
+    (["--per-class", "0"], "--per-class must be between 1 and"),
+    (["--image-size", "big"], "--image-size must be S or HxW"),
+    (["no-such-folder"], "DATA no-such-folder is not a folder"),
 ])
-def test_run_refuses_bad_options(tmp_path, args, message):
-    res = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "r"), *args])
+def test_run_refuses_bad_options(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["run", "--out", "r", *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
-    assert not (tmp_path / "r").exists(), "nothing is created before the options are checked"
+    assert list(tmp_path.iterdir()) == [], "nothing is created before every option is checked"
 
 
 def test_run_never_overwrites_silently(tmp_path):
@@ -35,10 +40,11 @@ def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
     out = tmp_path / "r"
     (out / "data" / "circles").mkdir(parents=True)  # what an interrupted run left
     (out / RUN_INCOMPLETE_MARKER).write_text("")
-    res = CliRunner().invoke(main, ["run", str(tmp_path / "missing"), "--out", str(out)])
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "empty"), "--out", str(out)])
     assert "did not finish" in res.output and "--overwrite" not in res.output, res.output
-    # It went on to the next step, which fails on the missing DATA, and the folder stays marked.
-    assert res.exit_code == 1 and "does not exist" in res.output, res.output
+    # It went on to training, which fails on the folder with no classes, and the folder stays marked.
+    assert res.exit_code == 1 and "is empty; it needs one subfolder" in res.output, res.output
     assert (out / RUN_INCOMPLETE_MARKER).exists()
 
 

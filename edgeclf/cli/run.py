@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..runtime.layout import JobDir
+from ..train.zoo import MODELS
 from ._options import threads_option
 
 COMMANDS: list[click.Command] = []
@@ -20,7 +21,7 @@ DATA, RUN, EXPORT, REPORT, COMPARE_JSON = JobDir.DATA, JobDir.RUN, JobDir.EXPORT
 
 @click.command("run")
 @click.argument("data", required=False, type=click.Path())
-@click.option("--model", default=RUN_DEFAULTS["model"], show_default=True,
+@click.option("--model", type=click.Choice(list(MODELS)), default=RUN_DEFAULTS["model"], show_default=True,
               help="Model variant to train (see `edgeclf models`).")
 @click.option("--out", "out", default="edgeclf-run", show_default=True, type=click.Path(file_okay=False),
               help=f"Directory for everything: {DATA}/, {RUN}/, {EXPORT}/, {REPORT}/, {COMPARE_JSON}.")
@@ -54,9 +55,19 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
     from .train import parse_image_size
 
     ensure_installed("tensorflow", "tf_keras", "tf2onnx", "onnx", purpose="the main job (training and export)")
+    # Every option is checked before the first folder is made: a typo must not cost a
+    # generated dataset, nor leave a half-made --out behind.
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1; got {epochs}")
     size = parse_image_size(image_size)
+    if data is None:
+        from ..data.synth import MAX_PER_CLASS
+
+        if not 1 <= per_class <= MAX_PER_CLASS:
+            raise UsageError(f"--per-class must be between 1 and {MAX_PER_CLASS:,}; got {per_class}")
+    elif not Path(data).is_dir():
+        raise UsageError(f"DATA {data} is not a folder; give a folder with one subfolder per class, "
+                         "or leave DATA out for the built-in dataset")
     root = Path(out)
     # A marker while the run is unfinished: re-running after Ctrl-C or a crash picks the
     # folder up again without --overwrite, while a finished run (or anyone else's folder)
