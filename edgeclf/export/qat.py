@@ -164,6 +164,7 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     for k3_layer, tfk_layer in pairs:
         try:
             tfk_layer.set_weights(k3_layer.get_weights())
+            tfk_layer.finalize_state()
         except ValueError as exc:
             raise UsageError(f"QAT cannot copy the weights of layer {k3_layer.name!r} ({type(k3_layer).__name__}) "
                              f"into tf_keras ({first_line(exc, 200)})") from None
@@ -290,7 +291,51 @@ def build_qat_model(model):
             qmodel = tfmot.quantization.keras.quantize_apply(annotated_model)
     except (RuntimeError, ValueError) as exc:
         raise UsageError(f"QAT cannot quantize this model: {first_line(exc)}") from None
+    finalize_states(qmodel)
     return qmodel, annotated, left
+
+
+def finalize_states(model) -> None:
+    """Recompute what layers derive from their non-trainable statistics (an adapted
+    ``Normalization``'s mean and variance) after their weights were set.
+
+    tfmot's ``quantize_apply`` (and our tf_keras rebuild) make each layer anew and then set
+    its weights; an adapted ``Normalization`` computed its mean and variance from the
+    (still empty) adapt variables when it was built, so without this it normalizes with
+    mean 0 and variance 1 and the QAT model collapses."""
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # a QuantizeWrapper's wrapped layer
+        for l in (layer, inner):
+            if l is not None and hasattr(l, "finalize_state") and getattr(l, "built", False):
+                try:
+                    l.finalize_state()
+                except (AttributeError, TypeError, ValueError):  # layers with nothing to finalize
+                    pass
+        if hasattr(layer, "layers") and layer is not model:
+            finalize_states(layer)
+
+
+# The activations whose input tfmot quantizes (``QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS``).
+_PRE_QUANT_ACTIVATIONS = frozenset({"softmax", "sigmoid", "tanh", "gelu"})
+
+
+def _activation_name(layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", "") if callable(fn) else ""
+
+
+def _output_ranges(probe, names, x: np.ndarray, batch_size: int) -> dict:
+    """{layer name: (min, max)} of ``probe``'s outputs over ``x``."""
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start:start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for n, o in zip(names, outs):
+            o = np.asarray(o)
+            lo[n] = min(lo[n], float(o.min()))
+            hi[n] = max(hi[n], float(o.max()))
+    return {n: (lo[n], hi[n]) for n in names}
 
 
 def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_size: int = 64) -> dict:
@@ -325,16 +370,22 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
         return {}
     names = sorted(set(targets.values()))
     probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
     x = images.astype(np.float32)
-    for start in range(0, len(x), batch_size):
-        outs = probe(x[start:start + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for n, o in zip(names, outs):
-            o = np.asarray(o)
-            lo[n] = min(lo[n], float(o.min()))
-            hi[n] = max(hi[n], float(o.max()))
+    post = _output_ranges(probe, names, x, batch_size)
+    # tfmot quantizes the *input* of a softmax/sigmoid/tanh/gelu activation ("pre_activation"):
+    # those ranges must come from the values before the activation, not after it (a softmax
+    # applied to logits clipped to its own output range [0, 1] is a softmax applied twice).
+    squashing = {l.name: l for l in flat.layers if _activation_name(l) in _PRE_QUANT_ACTIVATIONS}
+    pre = {}
+    if squashing:
+        saved = {n: l.activation for n, l in squashing.items()}
+        try:
+            for l in squashing.values():
+                l.activation = keras.activations.linear
+            pre = _output_ranges(probe, names, x, batch_size)
+        finally:
+            for n, l in squashing.items():
+                l.activation = saved[n]
     done = {}
     for layer in qmodel.layers:
         src = targets.get(layer.name)
@@ -345,7 +396,9 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
             # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
             if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
                 continue
-            value = min(lo[src], 0.0) if short.endswith("_min") else max(hi[src], 0.0)
+            ranges = pre if short.startswith("pre_activation") and src in squashing else post
+            lo, hi = ranges[src]
+            value = min(lo, 0.0) if short.endswith("_min") else max(hi, 0.0)
             if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
                 v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
                 done[v.name] = value
