@@ -39,7 +39,7 @@ def run_cmd(data, model, out, epochs, image_size, per_class, threads, overwrite)
 
     \b
     Example:
-      edgeclf run                      # built-in data: 2.5 to 6 minutes on 2 CPU cores
+      edgeclf run                      # built-in data: 2.5 to 8 minutes on 2 CPU cores
       edgeclf run photos/ --model mobilenet_v2 --image-size 160 --out flowers-run
     """
     from .._optional import ensure_installed
