@@ -28,3 +28,14 @@ def edgeclf_log(caplog):
     finally:
         logger.removeHandler(caplog.handler)
         logger.setLevel(old_level)
+
+
+@pytest.fixture(scope="module")
+def k3():
+    """Keras 3 itself (TensorFlow imported quietly first): what users build their models with."""
+    from edgeclf._optional import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    return keras

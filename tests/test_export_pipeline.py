@@ -22,16 +22,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def k3():
-    from edgeclf._optional import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    return keras
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     samples = make_images(root / "data", per_class=30)
@@ -179,6 +169,16 @@ def test_nested_mobilenet_transfer_model(k3, data, tmp_path):
         assert x_["reason"] and x_["stage"] in ("plan", "convert", "check"), x_
 
 
+def _softmax_cnn(k3, samples, path: Path):
+    """The softmax-head CNN, trained and saved to ``path``."""
+    x, y = _pixels(samples)
+    model = _build(k3, "softmax", x)
+    model.compile(k3.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    model.save(path)
+    return model
+
+
 def _sabotage(monkeypatch):
     """float16 TFLite converted from a model with shuffled weights; dynamic ONNX raising."""
     from edgeclf.export import converters
@@ -216,11 +216,7 @@ def replace_fn(conv, fn):
 
 def test_sabotaged_converters_deliver_nothing(k3, data, tmp_path, monkeypatch):
     root, samples = data
-    x, y = _pixels(samples)
-    model = _build(k3, "softmax", x)
-    model.compile(k3.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
-    model.save(tmp_path / "cnn.keras")
+    _softmax_cnn(k3, samples, tmp_path / "cnn.keras")
     _sabotage(monkeypatch)
     # The default list: both kept out and reported; the others delivered; exit 0.
     res, out = _export(tmp_path, tmp_path / "cnn.keras", root, "--precision", "float32", "--precision", "float16",
@@ -247,17 +243,14 @@ def test_sabotaged_converters_deliver_nothing(k3, data, tmp_path, monkeypatch):
 
 def test_the_ort_file_is_the_delivered_onnx_file(k3, data, tmp_path):
     root, samples = data
-    x, y = _pixels(samples)
-    model = _build(k3, "softmax", x)
-    model.compile(k3.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
-    model.save(tmp_path / "cnn.keras")
+    _softmax_cnn(k3, samples, tmp_path / "cnn.keras")
     res, out = _export(tmp_path, tmp_path / "cnn.keras", root, "--format", "onnx", "--format", "ort",
                        "--precision", "int8", "--min-agreement", "0.999")
     report = json.loads((out / "export.json").read_text())
     names = {f["file"]: f for f in report["files"]}
     assert set(names) == {"model_int8.onnx", "model_int8.ort"}, (res.output, report["not_exported"])
-    onnx_probs = _engine_probs(out / "model_int8.onnx", x[:16])
-    ort_probs = _engine_probs(out / "model_int8.ort", x[:16])
+    x, _ = _pixels(samples[:16])
+    onnx_probs = _engine_probs(out / "model_int8.onnx", x)
+    ort_probs = _engine_probs(out / "model_int8.ort", x)
     np.testing.assert_allclose(ort_probs, onnx_probs, atol=1e-6, err_msg="the .ort file computes another model")
     assert names["model_int8.ort"]["budget"] is None  # the budget ran once, on the ONNX file

@@ -43,16 +43,6 @@ def _no_training_ops(out: Path, names) -> None:
 
 
 @pytest.fixture(scope="module")
-def k3():
-    from edgeclf._optional import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    return keras
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("k3data")
     samples = make_images(root / "data", per_class=14)
