@@ -65,6 +65,10 @@ class ExportReport:
     qat: Optional[dict] = None
     not_exported: tuple = ()  # (format, precision, reason): in the default list but not possible here
     edgeclf_version: str = __version__
+    # What the source model itself takes and gives (the files may add scaling and a head):
+    # what ``compare`` needs to run the source as the reference.
+    input_range: str = "0,255"
+    source_output_kind: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -179,7 +183,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                  seed: Optional[int] = None, overwrite: bool = False, keep_logits: bool = False,
                  batch: Optional[int] = None, card=None, input_range: Optional[str] = None,
                  output_kind: Optional[str] = None, max_accuracy_drop: Optional[float] = None,
-                 min_agreement: Optional[float] = None) -> ExportReport:
+                 min_agreement: Optional[float] = None, keep_sigmoid: bool = False) -> ExportReport:
     """Export a Keras classifier to TFLite and ONNX files in ``out``, each checked against
     the Keras model with the TensorFlow-free runtime.
 
@@ -202,6 +206,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
         overwrite: replace an existing ``out``.
         keep_logits: export a logits model as it is; by default a Softmax is appended, so
             the files give probabilities (phone clients show the output as 0..1 scores).
+        keep_sigmoid: export a one-sigmoid model's single unit as it is; by default the files
+            give ``[1 - p, p]`` with both labels (phone clients then name the right class).
         batch: a fixed batch size for the ONNX and ORT files (1 for a phone: NNAPI and CoreML
             need fixed shapes); default: any batch.
         card: an ``std_metadata.ModelCard`` (name, description, version, author, licence)
@@ -257,11 +263,11 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
                       input_range=input_range, output_kind=output_kind)
-    if not keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
-        from .heads import with_probability_head
+    source_kind = src.output_kind
+    from .heads import export_head  # files end in probabilities of every label: what apps show
 
-        head_model, head_kind = with_probability_head(src.model, src.output_kind)
-        src = replace(src, model=head_model, output_kind=head_kind)
+    head_model, head_kind = export_head(src.model, src.output_kind, keep_logits=keep_logits, keep_sigmoid=keep_sigmoid)
+    src = replace(src, model=head_model, output_kind=head_kind)
     seed = src.seed
     bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
     has_train_labels = bool(src.train) and all(i >= 0 for _, i in src.train)
@@ -399,6 +405,7 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
                             "golden_images": golden_n},
                 keras_accuracy=keras_acc, files=tuple(files),
                 qat=None if qat_info is None or "failed" in qat_info else qat_info, not_exported=tuple(left),
+                input_range=src.model.input_range.value, source_output_kind=source_kind.value,
             )
             write_json(tmp / ExportDir.REPORT, report.to_dict())
     except FileExistsError:

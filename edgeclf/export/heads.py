@@ -1,12 +1,21 @@
-"""The model head exported files end in: probabilities, so every client shows 0..1 scores.
+"""The model head exported files end in: probabilities of every label, so every client shows
+0..1 scores with the right names.
 
 MediaPipe Tasks, the Task Library and ML Model Binding show a model's output as the score:
 a logits model would show 15.24 as "confidence" and make score thresholds meaningless. So
-a logits model gets a ``Softmax`` layer appended before export. It is appended to the
-model's own functional graph (same layers, same weights), not wrapped around a nested copy,
-because tensorflow-model-optimization refuses nested models for QAT. A quantized softmax
-output comes out of the TFLite converter with scale 1/256 (uint8 zero point 0), the usual
-scale for probabilities.
+a logits model gets a ``Softmax`` layer appended before export.
+
+A one-sigmoid (binary) model gives one number, the probability of its second label. Phone
+clients read that as one category: MediaPipe lists the second label alone, with score p,
+and an app taking ``categories[0]`` names it on every image, also at p = 0. So such a model
+gets ``[1 - p, p]`` appended (``Rescaling(-1, offset=1)`` and a ``Concatenate``: plain
+layers with no weights, which every converter and tfmot take): two probabilities, both
+labels in the labels file, and the top category is the right class.
+
+Heads are appended to the model's own functional graph (same layers, same weights), not
+wrapped around a nested copy, because tensorflow-model-optimization refuses nested models
+for QAT. A quantized head comes out of the TFLite converter with scale 1/256 or 1/255 (uint8
+zero point 0), the usual scale for probabilities.
 """
 
 from __future__ import annotations
@@ -14,6 +23,22 @@ from __future__ import annotations
 from ..runtime.spec import INPUT_NAME, OutputKind
 
 PROBABILITIES_LAYER = "probabilities"
+ONE_MINUS_LAYER = "one_minus_p"
+
+
+def export_head(model, output_kind: OutputKind, *, keep_logits: bool = False, keep_sigmoid: bool = False):
+    """``(model, output_kind)`` as the exported files end: the head apps need appended.
+
+    A logits model gets a softmax (unless ``keep_logits``); a one-sigmoid model gets
+    ``[1 - p, p]`` (unless ``keep_sigmoid``); both come back with ``OutputKind.PROBABILITIES``.
+    ``model`` is a Keras model or a ``keras_load.LoadedModel``.
+    """
+    kind = OutputKind(output_kind)
+    if kind is OutputKind.LOGITS and not keep_logits:
+        return with_probability_head(model, kind)
+    if kind is OutputKind.SIGMOID and not keep_sigmoid:
+        return with_two_unit_head(model, kind)
+    return model, kind
 
 
 def with_probability_head(model, output_kind: OutputKind):
@@ -29,6 +54,19 @@ def with_probability_head(model, output_kind: OutputKind):
     kind = OutputKind(output_kind)
     if kind is not OutputKind.LOGITS:
         return model, kind
+    return _appended(model, kind, "softmax")
+
+
+def with_two_unit_head(model, output_kind: OutputKind):
+    """``(model, output_kind)`` for export: a one-sigmoid model ends in ``[1 - p, p]`` and is
+    returned with ``OutputKind.PROBABILITIES``; any other model is returned as it is."""
+    kind = OutputKind(output_kind)
+    if kind is not OutputKind.SIGMOID:
+        return model, kind
+    return _appended(model, kind, "two_units")
+
+
+def _appended(model, kind: OutputKind, head: str):
     from .keras_load import LoadedModel
 
     if isinstance(model, LoadedModel):
@@ -40,27 +78,38 @@ def with_probability_head(model, output_kind: OutputKind):
             from .._optional import import_tensorflow
             from .tf_graph import make_function
 
-            head, _ = with_probability_head(model.keras_model, kind)
+            extended = _appended(model.keras_model, kind, head)[0]
             tf = import_tensorflow()
-            function = make_function(tf, head, head, model.input_size, model.input_range)
-            return replace(model, keras_model=head, trackable=head, function=function,
-                           output_kind=OutputKind.PROBABILITIES, _cache={}), OutputKind.PROBABILITIES
-        return model.with_softmax(), OutputKind.PROBABILITIES
+            function = make_function(tf, extended, extended, model.input_size, model.input_range)
+            return replace(model, keras_model=extended, trackable=extended, function=function,
+                           output_kind=OutputKind.PROBABILITIES, output_width=int(extended.outputs[0].shape[-1]),
+                           _cache={}), OutputKind.PROBABILITIES
+        made = model.with_softmax() if head == "softmax" else model.with_two_units()
+        return made, OutputKind.PROBABILITIES
     from .._optional import import_keras
 
     keras = import_keras()
-    name = PROBABILITIES_LAYER
     taken = {layer.name for layer in model.layers}
-    while name in taken:
-        name += "_"
+
+    def free(name):
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    def add_head(y):
+        if head == "softmax":
+            return keras.layers.Softmax(name=free(PROBABILITIES_LAYER))(y)
+        q = keras.layers.Rescaling(-1.0, offset=1.0, name=free(ONE_MINUS_LAYER))(y)
+        return keras.layers.Concatenate(axis=-1, name=free(PROBABILITIES_LAYER))([q, y])
+
     try:
         inputs, outputs = model.inputs, model.outputs
     except AttributeError:
         inputs = outputs = None
     if inputs and outputs and len(outputs) == 1:
         # Functional or built Sequential: extend the same graph (flat, QAT can annotate it).
-        probs = keras.layers.Softmax(name=name)(outputs[0])
-        return keras.Model(inputs if len(inputs) > 1 else inputs[0], probs, name=model.name), \
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], add_head(outputs[0]), name=model.name), \
             OutputKind.PROBABILITIES
     # A subclassed model has no graph to extend: call it inside a new one.
     try:
@@ -68,8 +117,8 @@ def with_probability_head(model, output_kind: OutputKind):
     except (AttributeError, TypeError, ValueError):
         from ..errors import ExportError
 
-        raise ExportError(f"cannot append a softmax to the model {getattr(model, 'name', '')!r} (its input shape "
-                          "is unknown); export it with --keep-logits") from None
+        keep = "--keep-logits" if head == "softmax" else "--keep-sigmoid"
+        raise ExportError(f"cannot append the {'softmax' if head == 'softmax' else '[1 - p, p]'} head to the model "
+                          f"{getattr(model, 'name', '')!r} (its input shape is unknown); export it with {keep}") from None
     inp = keras.Input(shape=shape, name=INPUT_NAME)
-    probs = keras.layers.Softmax(name=name)(model(inp))
-    return keras.Model(inp, probs, name=model.name), OutputKind.PROBABILITIES
+    return keras.Model(inp, add_head(model(inp)), name=model.name), OutputKind.PROBABILITIES

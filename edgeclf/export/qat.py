@@ -194,22 +194,41 @@ def tf_keras_model(model):
         raise UsageError(f"{model.path}: QAT needs the model's layers, and a SavedModel without Keras "
                          "metadata holds only a traced graph; export the Keras model (.keras) for QAT")
     tfk_model = model.keras_model if model.is_tf_keras else rebuild_as_tf_keras(model.keras_model)
-    if model.input_range is not InputRange.PIXELS or model.sigmoid_appended:
-        tfk_model = with_wrapping(tfk_model, *model.input_range.scale_offset, sigmoid=model.sigmoid_appended)
-    if model.softmax_appended:  # appended to the graph, flat, so tfmot can annotate it
+    if model.input_range is not InputRange.PIXELS or model.sigmoid_appended or model.gray:
+        tfk_model = with_wrapping(tfk_model, *model.input_range.scale_offset, sigmoid=model.sigmoid_appended,
+                                  gray=model.gray)
+    # Heads go on the graph once, flat, so tfmot can annotate them. A tf_keras source that
+    # needed no wrap had its head put into keras_model itself (heads._appended) and carries
+    # no *_appended flag, so nothing is applied twice.
+    if model.softmax_appended:
         from .heads import with_probability_head
 
         tfk_model, _ = with_probability_head(tfk_model, OutputKind.LOGITS)
+    if model.two_units_appended:
+        from .heads import with_two_unit_head
+
+        tfk_model, _ = with_two_unit_head(tfk_model, OutputKind.SIGMOID)
     model._cache["tf_keras"] = tfk_model
     return tfk_model
 
 
-def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
+def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False, gray: bool = False):
     """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
-    a sigmoid when its one output is a logit."""
+    a sigmoid when its one output is a logit. ``gray``: the model takes one channel, and RGB
+    is turned into luma in front by a fixed, non-trainable 1x1 convolution (not a Lambda:
+    tfmot and the safe loaders take it)."""
     tfk = _keras()
-    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be INPUT_NAME
+    shape = tuple(model.inputs[0].shape[1:])
+    if gray:
+        shape = (*shape[:2], 3)
+    inp = tfk.Input(shape=shape)  # unnamed: the inner model's input may be INPUT_NAME
     x = inp
+    if gray:
+        from .tf_graph import GRAY_LAYER, gray_kernel
+
+        conv = tfk.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=GRAY_LAYER)
+        x = conv(x)
+        conv.set_weights([gray_kernel()])
     if (scale, offset) != (1.0, 0.0):
         x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
     y = model(x)
@@ -253,9 +272,12 @@ def annotate(model):
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     flat = flatten_model(model)
     annotated, left = [], []
+    from .tf_graph import GRAY_LAYER
+
     for layer in flat.layers:
         kind = type(layer).__name__
-        if kind in _SKIP or kind.startswith("Random"):
+        # The RGB-to-luma convolution is fixed preprocessing: float, calibrated at conversion.
+        if kind in _SKIP or kind.startswith("Random") or layer.name == GRAY_LAYER:
             left.append(layer.name)
             continue
         # BatchNormalization is absent from the registry because quantize_apply folds it
@@ -324,6 +346,42 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     if not targets:
         return {}
     names = sorted(set(targets.values()))
+    lo, hi = _output_ranges(keras, flat, layer_out, names, images, batch_size)
+    # tfmot quantizes a sigmoid/softmax/tanh layer before its activation (pre_activation_min/max):
+    # that range is the one of the layer with its activation switched off, not of its output.
+    pre = [n for n in names if getattr(flat.get_layer(n), "activation", None) is not None
+           and getattr(flat.get_layer(n).activation, "__name__", "") in ("sigmoid", "softmax", "tanh")]
+    pre_lo, pre_hi = {}, {}
+    if pre:
+        saved = {n: flat.get_layer(n).activation for n in pre}
+        try:
+            for n in pre:
+                flat.get_layer(n).activation = keras.activations.linear
+            pre_lo, pre_hi = _output_ranges(keras, flat, layer_out, pre, images, batch_size)
+        finally:
+            for n, fn in saved.items():
+                flat.get_layer(n).activation = fn
+    done = {}
+    for layer in qmodel.layers:
+        src = targets.get(layer.name)
+        if src is None:
+            continue
+        for v in layer.weights:
+            short = v.name.split("/")[-1].split(":")[0]
+            # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
+            if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
+                continue
+            low, high = (pre_lo, pre_hi) if short.startswith("pre_activation") and src in pre_lo else (lo, hi)
+            value = min(low[src], 0.0) if short.endswith("_min") else max(high[src], 0.0)
+            if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
+                v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
+                done[v.name] = value
+    return done
+
+
+def _output_ranges(keras, flat, layer_out: dict, names, images: np.ndarray, batch_size: int):
+    """({name: min}, {name: max}) of the named layers' outputs on ``images`` (run eagerly, so a
+    layer's activation swapped out for the call is honoured)."""
     probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
@@ -335,21 +393,7 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
             o = np.asarray(o)
             lo[n] = min(lo[n], float(o.min()))
             hi[n] = max(hi[n], float(o.max()))
-    done = {}
-    for layer in qmodel.layers:
-        src = targets.get(layer.name)
-        if src is None:
-            continue
-        for v in layer.weights:
-            short = v.name.split("/")[-1].split(":")[0]
-            # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
-            if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
-                continue
-            value = min(lo[src], 0.0) if short.endswith("_min") else max(hi[src], 0.0)
-            if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
-                v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
-                done[v.name] = value
-    return done
+    return lo, hi
 
 
 def _loss(keras, kind: OutputKind):
