@@ -263,7 +263,8 @@ def export_model(source, out, *, formats: Optional[Sequence[str]] = None,
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=labels, data=data, calibration=calibration, seed=seed,
                       input_range=input_range, output_kind=output_kind)
-    source_kind = src.output_kind
+    # What the source gives as export was told or found it (one stated logit: "logits").
+    source_kind = OutputKind.LOGITS if src.model.sigmoid_appended else src.output_kind
     from .heads import export_head  # files end in probabilities of every label: what apps show
 
     head_model, head_kind = export_head(src.model, src.output_kind, keep_logits=keep_logits, keep_sigmoid=keep_sigmoid)
