@@ -125,6 +125,11 @@ def test_binary_files_give_both_labels_and_mediapipe_names_the_right_class(made,
         assert verify_golden(out / f.file, out / "golden.npz").passed, f.file
         if f.format == "tflite":
             assert associated_files((out / f.file).read_bytes())["labels.txt"] == b"dark\nlight\n", f.file
+        if f.file in ("model_int8.tflite", "model_qat.tflite"):  # 0..1 in 1/256 steps, not capped where
+            from ai_edge_litert.interpreter import Interpreter  # the calibration images stopped
+
+            det = Interpreter(model_path=str(out / f.file)).get_output_details()[0]
+            assert det["quantization"] == (1 / 256, 0), f"{f.file}: output quantization {det['quantization']}"
     images = [p for p, _ in samples[::2]][:20]
     truth = [k for _, k in samples[::2]][:20]
     found = _agreement_with_mediapipe(out, ["model_float32.tflite", "model_int8.tflite"], images)

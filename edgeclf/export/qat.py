@@ -272,12 +272,17 @@ def annotate(model):
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     flat = flatten_model(model)
     annotated, left = [], []
+    from .heads import ONE_MINUS_LAYER, PROBABILITIES_LAYER
     from .tf_graph import GRAY_LAYER
 
     for layer in flat.layers:
         kind = type(layer).__name__
-        # The RGB-to-luma convolution is fixed preprocessing: float, calibrated at conversion.
-        if kind in _SKIP or kind.startswith("Random") or layer.name == GRAY_LAYER:
+        # Fixed pre- and post-processing stays float and is calibrated at conversion: the
+        # RGB-to-luma convolution, and the [1 - p, p] head (annotated, its range would be the
+        # probabilities the float model reached, not 0..1, and cap every score there).
+        fixed = layer.name in (GRAY_LAYER,) or layer.name.startswith(ONE_MINUS_LAYER) or (
+            kind == "Concatenate" and layer.name.startswith(PROBABILITIES_LAYER))
+        if kind in _SKIP or kind.startswith("Random") or fixed:
             left.append(layer.name)
             continue
         # BatchNormalization is absent from the registry because quantize_apply folds it
