@@ -127,7 +127,8 @@ def tradeoff_curve(run: Path, fmt: str, order: list[str], work: Path, args) -> l
     """Agreement, size and p50 against the number of layers kept float (``order``: the budget
     export's ranking; prefixes 0, 1, 2, 4, ... all): what any budget can buy on this model."""
     from edgeclf._io import write_bytes
-    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, predict_bytes, keras_layer_names
+    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, predict_bytes
+    from edgeclf.export.layer_names import keras_layer_names
     from edgeclf.export.calibration import ImageBank, calibration_set, load_images
     from edgeclf.export.exporter import _keras_probabilities
     from edgeclf.export.source import load_source

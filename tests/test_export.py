@@ -214,33 +214,39 @@ def test_io_type_of_full_integer_tflite(run_dir, tmp_path, io, expect):
     assert report.files[0].agreement >= 0.75
 
 
-def test_float32_mismatch_fails_with_the_numbers(run_dir, tmp_path, monkeypatch):
-    from edgeclf.export import exporter
+def test_a_float32_file_that_differs_is_not_delivered(run_dir, tmp_path, monkeypatch):
+    from edgeclf.export import budget, exporter
 
-    real = exporter._runtime_probabilities
-    monkeypatch.setattr(exporter, "_runtime_probabilities", lambda p, x: real(p, x) + np.float32(1e-3))
-    with pytest.raises(ExportError, match=r"max abs probability difference 1\.0\de-03"):
-        exporter.export_model(run_dir, tmp_path / "o", formats=["onnx"], precisions=["float32"])
-    assert not (tmp_path / "o").exists()
-    assert not list(tmp_path.iterdir()), "temporary folder left behind"
+    real = budget.predict_bytes
+    monkeypatch.setattr(budget, "predict_bytes", lambda d, s, x: real(d, s, x) + np.float32(1e-3))
+    report = exporter.export_model(run_dir, tmp_path / "o", formats=["onnx"], precisions=["float32"])
+    assert [x.file for x in report.failed] == ["model_float32.onnx"]
+    assert "max |Δp| 0.001 > 0.0001" in report.failed[0].reason, report.failed[0].reason
+    assert report.failed[0].check["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert not (tmp_path / "o" / "model_float32.onnx").exists() and report.files == ()
+    assert [p.name for p in tmp_path.iterdir()] == ["o"], "temporary folder left behind"
 
 
 def test_quantization_collapse_is_caught(run_dir, tmp_path, monkeypatch):
-    from edgeclf.export import exporter
+    from edgeclf.export import budget, exporter
 
-    real = exporter._runtime_probabilities
+    real = budget.predict_bytes
+    calls = []
 
-    def collapsed(path, images):
-        p = real(path, images)
-        if "int8" in path.name:
+    def collapsed(data, suffix, images):  # the float32 file first, then every int8 candidate
+        calls.append(suffix)
+        p = real(data, suffix, images)
+        if len(calls) > 1:
             p = np.zeros_like(p)
             p[:, 0] = 1.0
         return p
 
-    monkeypatch.setattr(exporter, "_runtime_probabilities", collapsed)
-    with pytest.raises(ExportError, match="model_int8.tflite: quantization collapsed: it predicts '0' for all 12"):
-        exporter.export_model(run_dir, tmp_path / "o", formats=["tflite"], precisions=["float32", "int8"])
-    assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(budget, "predict_bytes", collapsed)
+    report = exporter.export_model(run_dir, tmp_path / "o", formats=["tflite"], precisions=["float32", "int8"])
+    assert [f.file for f in report.files] == ["model_float32.tflite"]
+    assert [x.file for x in report.failed] == ["model_int8.tflite"]
+    assert "collapsed: it predicts '0' for all 12" in report.failed[0].reason, report.failed[0].reason
+    assert not (tmp_path / "o" / "model_int8.tflite").exists()
 
 
 def test_user_keras_file_with_labels_via_cli(keras, tmp_path, monkeypatch):
@@ -363,15 +369,19 @@ def test_qat_checkpoint_reloads_from_h5(keras, run_dir, tmp_path):
 # the whole export between the progress line and the signal).
 _PAUSED_EXPORT = """
 import sys
-from edgeclf.export import exporter
-real, calls = exporter._convert, []
-def convert(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-        print("test: paused in the second conversion", file=sys.stderr, flush=True)
-        sys.stdin.read()  # the test never writes: blocks until the signal
-    return real(*args, **kwargs)
-exporter._convert = convert
+from dataclasses import replace
+from edgeclf.export import converters
+calls = []
+def pausing(real):
+    def convert(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            print("test: paused in the second conversion", file=sys.stderr, flush=True)
+            sys.stdin.read()  # the test never writes: blocks until the signal
+        return real(*args, **kwargs)
+    return convert
+for key, conv in list(converters.CONVERTERS.items()):
+    converters.CONVERTERS[key] = replace(conv, convert=pausing(conv.convert))
 from edgeclf.cli import main
 main(sys.argv[1:], prog_name="edgeclf")
 """

@@ -7,24 +7,35 @@ import pytest
 
 from edgeclf.errors import UsageError
 from edgeclf.export.calibration import stratified_sample
-from edgeclf.export.exporter import plan_jobs
+from edgeclf.export.converters import CONVERTERS, plan_jobs
 from edgeclf.runtime.metrics import collapse_reason
 from edgeclf.export.golden import write_golden
 from edgeclf.runtime.spec import GOLDEN_ATOL
-from edgeclf.runtime.spec import Precision
+from edgeclf.runtime.spec import DEFAULT_FORMATS, SUPPORTED_PRECISIONS, Format, Precision
 
 
 def test_default_plan_is_every_supported_pair():
     jobs, left = plan_jobs()
-    names = [f"{p.value}.{f}" for f, p in jobs]
-    assert names == ["float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite", "int16x8.tflite",
-                     "qat.tflite", "float32.onnx", "dynamic.onnx", "int8.onnx", "qat.onnx"]
-    assert left == []
+    want = [(f, p) for f in DEFAULT_FORMATS for p in SUPPORTED_PRECISIONS[f]]
+    assert [(j.format, j.precision) for j in jobs] == want
+    assert all(j.deliver for j in jobs) and left == []
+
+
+def test_registry_covers_exactly_what_each_format_holds():
+    assert set(CONVERTERS) == {(f, p) for f in Format for p in SUPPORTED_PRECISIONS[f]}
+
+
+def test_an_ort_file_is_planned_after_the_onnx_file_it_is_made_from():
+    jobs, _ = plan_jobs(["ort"], ["int8"])
+    assert [(j.format, j.precision, j.deliver) for j in jobs] == [
+        (Format.ONNX, Precision.INT8, False), (Format.ORT, Precision.INT8, True)]
+    jobs, _ = plan_jobs(["onnx", "ort"], ["int8"])
+    assert [(j.format, j.deliver) for j in jobs] == [(Format.ONNX, True), (Format.ORT, True)]
 
 
 def test_precision_goes_to_the_formats_that_support_it():
     jobs, _ = plan_jobs(precisions=["float16"])
-    assert jobs == [("tflite", Precision.FLOAT16)]
+    assert [(j.format, j.precision) for j in jobs] == [(Format.TFLITE, Precision.FLOAT16)]
 
 
 @pytest.mark.parametrize("fmt,prec", [("onnx", "float16"), ("onnx", "int16x8")])
@@ -44,7 +55,7 @@ def test_unknown_names_are_refused(kw, needle):
 
 def test_without_data_the_defaults_say_what_is_left_out():
     jobs, left = plan_jobs(has_calibration=False, has_training=False)
-    assert {p for _, p in jobs} == {Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC}
+    assert {j.precision for j in jobs} == {Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC}
     assert ("tflite", "int8", "int8 needs calibration images (--calibration DATA or --data DATA)") in left
     assert any(p == "qat" and "training images" in why for _, p, why in left)
 

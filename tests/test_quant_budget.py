@@ -124,7 +124,8 @@ def test_full_int8_misses_on_the_sabotaged_model(unbudgeted):
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_layer_table_names_the_models_layers(runs, keras, fmt):
-    from edgeclf.export.budget import OnnxSelective, TFLiteSelective, keras_layer_names
+    from edgeclf.export.budget import OnnxSelective, TFLiteSelective
+    from edgeclf.export.layer_names import keras_layer_names
     from edgeclf.export.onnx_export import convert_onnx
     from edgeclf.export.source import load_keras_model
 
@@ -278,7 +279,7 @@ def test_an_accuracy_budget_needs_labelled_validation_images(run_dir, tmp_path):
 
 
 def test_engine_names_map_to_keras_layers():
-    from edgeclf.export.budget import match_layer
+    from edgeclf.export.layer_names import match_layer
 
     names = ["expanded_conv_1/depthwise", "expanded_conv_1/depthwise/BatchNorm", "conv2d", "conv2d_1",
              "MobilenetV3small"]

@@ -11,7 +11,7 @@ from edgeclf.cli import main
 
 @pytest.mark.parametrize("args, message", [
     (["--threads", "0"], "--threads must be at least 1"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs must be from 1 to 10000"),
 ])
 def test_run_refuses_bad_options(tmp_path, args, message):
     res = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "r"), *args])
@@ -30,16 +30,16 @@ def test_run_never_overwrites_silently(tmp_path):
 
 
 def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
-    from edgeclf.cli.run import RUN_INCOMPLETE_MARKER
+    from edgeclf.runtime.layout import JobDir
 
     out = tmp_path / "r"
     (out / "data" / "circles").mkdir(parents=True)  # what an interrupted run left
-    (out / RUN_INCOMPLETE_MARKER).write_text("")
+    (out / JobDir.INCOMPLETE).write_text("")
     res = CliRunner().invoke(main, ["run", str(tmp_path / "missing"), "--out", str(out)])
     assert "did not finish" in res.output and "--overwrite" not in res.output, res.output
     # It went on to the next step, which fails on the missing DATA, and the folder stays marked.
     assert res.exit_code == 1 and "does not exist" in res.output, res.output
-    assert (out / RUN_INCOMPLETE_MARKER).exists()
+    assert (out / JobDir.INCOMPLETE).exists()
 
 
 @pytest.mark.slow
@@ -60,3 +60,11 @@ def test_run_end_to_end_tiny(tmp_path):
     assert "model_int8.tflite" in res.output
     assert not (out / ".edgeclf-run-incomplete").exists(), "a finished run must not look unfinished"
     assert "(the 10 deployable files)" in res.output
+
+
+def test_a_misspelt_model_fails_before_anything_is_made(tmp_path):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--out", str(out), "--model", "tutorial_cnn_agu"])
+    assert res.exit_code == 2 and "'tutorial_cnn_agu' is not a model edgeclf knows" in res.output, res.output
+    assert "tutorial_cnn_aug" in res.output  # the valid names are listed
+    assert not out.exists(), "nothing may be written for options that make no sense"

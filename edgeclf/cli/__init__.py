@@ -48,8 +48,29 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# Each command and the module that defines it: a command's module is imported only when that
+# command runs (or help lists it), so `edgeclf predict` on a device loads no training code.
+COMMAND_MODULES = {
+    "data": "data", "train": "train", "models": "train", "export": "export", "predict": "predict",
+    "verify": "predict", "compare": "compare", "bench": "compare", "run": "run", "explain-quant": "quant",
+}
+
+
 class _Group(click.Group):
-    """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place."""
+    """Maps edgeclf's own errors to one ``Error: ...`` line and their exit code, in one place,
+    and loads each command's module on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMAND_MODULES:
+            import importlib
+
+            module = importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+            for command in module.COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(name)
 
     def invoke(self, ctx):
         from .._io import private_tempdir
@@ -110,13 +131,3 @@ def main():
 
     show_progress_on_stderr()
 
-
-def _register():
-    from . import compare, data, export, predict, quant, run, train
-
-    for module in (data, train, export, predict, compare, run, quant):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()

@@ -70,7 +70,7 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_f
 def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
-    from ..evaluate.report import comparison_table, per_class_table, speed_lines, speed_notes
+    from ..evaluate.report import comparison_json, comparison_table, per_class_table, speed_lines, speed_notes
 
     notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))  # files not faster than float32 here
     if not json_to_stdout(json_out):
@@ -89,7 +89,7 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
     for m in cmp.models:
         for f in m.parity.failures:
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
-    emit_json(json_out, {**cmp.to_dict(), "speed_notes": [n.to_dict() for n in notes]})
+    emit_json(json_out, comparison_json(cmp))
     if report_dir:
         from ..evaluate.report import write_report
 

@@ -50,11 +50,11 @@ from ._options import emit_json, json_option, json_to_stdout
                                                    "(default: made from the labels and precision).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only a folder edgeclf made).")
 @click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",
-              help="Budget for the int8 files: accuracy at most PTS points below the Keras model's on the "
-                   "validation images; a file that misses it keeps its most harmful layers float until it holds.")
+              help="Gate for every quantized file: accuracy at most PTS points below the source model's on the "
+                   "held-out images; an int8 file that misses it keeps its most harmful layers float until it holds.")
 @click.option("--min-agreement", type=float, default=None, metavar="FRAC",
-              help="Budget for the int8 files: top-1 agreement with the Keras model of at least FRAC (e.g. 0.99), "
-                   "met the same way. Exit 1 when a budget cannot be met (the best file found is written).")
+              help="Gate for every quantized file: top-1 agreement with the source of at least FRAC (default 0.90), "
+                   "met the same way. A file that misses its gate is not delivered, and the export exits 1.")
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
                labels, seed, batch, keep_logits, author, license_, description, overwrite, max_accuracy_drop,
@@ -73,18 +73,17 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     """
     from .._optional import ensure_installed
     from ..export.exporter import export_model
+    from ..export.options import ExportOptions
     from ..export.std_metadata import ModelCard
 
     ensure_installed("tensorflow", "tf_keras", "tf2onnx", "onnx", purpose="export")
-    report = export_model(
-        source, out, formats=list(formats) or None, precisions=list(precisions) or None, io=io,
-        labels=labels, data=data, calibration=calibration, calibration_size=calibration_size,
-        qat_epochs=qat_epochs, seed=seed, overwrite=overwrite, keep_logits=keep_logits, keep_sigmoid=keep_sigmoid,
-        batch=batch,
+    options = ExportOptions(
+        formats=tuple(formats) or None, precisions=tuple(precisions) or None, io=io, labels=labels, data=data,
+        calibration=calibration, calibration_size=calibration_size, qat_epochs=qat_epochs, seed=seed,
+        overwrite=overwrite, keep_logits=keep_logits, keep_sigmoid=keep_sigmoid, batch=batch,
         card=ModelCard(description=description, author=author, license=license_), input_range=input_range,
-        output_kind=output_kind,
-        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
-    )
+        output_kind=output_kind, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
+    report = export_model(source, out, options)
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
         click.echo(report.table())
@@ -92,10 +91,9 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
         if mobile:
             click.echo("\nORT Mobile: which execution providers can run each ONNX/ORT file (ORT's own check)")
             click.echo(mobile)
-    missed = [f.budget for f in report.files if f.budget is not None and not f.budget["met"]]
-    for b in missed:
-        click.echo(f"FAIL {b['message']}", err=True)
-    if missed:
+    for x in report.failed:
+        click.echo(f"FAIL {x.file} was not delivered: {x.reason}", err=True)
+    if report.failed:
         raise SystemExit(1)
 
 

@@ -99,10 +99,11 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
     Returns:
         A ``QuantExplanation``.
     """
-    from ..export.budget import (RANKING_IMAGES, OnnxSelective, TFLiteSelective, predict_bytes, keras_layer_names,
+    from ..export.layer_names import keras_layer_names
+    from ..export.budget import (RANKING_IMAGES, OnnxSelective, TFLiteSelective, predict_bytes,
                                  rank_by_sensitivity)
     from ..export.calibration import ImageBank, calibration_set, load_images
-    from ..export.exporter import _keras_probabilities
+    from ..export.check import source_probabilities
     from ..export.source import load_source
 
     fmts = [parse_enum(Format, f, name="format") for f in (formats or [f.value for f in DEFAULT_FORMATS])]
@@ -128,7 +129,7 @@ def explain_quantization(source, *, formats: Optional[Sequence[str]] = None, lab
     if not len(val):
         info("No validation images: agreement is measured on the calibration images")
     y = check.indices if check.has_labels else None
-    keras_probs = _keras_probabilities(src.model, check.images, src.output_kind)
+    keras_probs = source_probabilities(src.model, check.images, src.output_kind)
     keras_acc = metrics.accuracy(keras_probs, y) if y is not None else None
     meta = ModelSpec(labels=src.labels, input_size=src.input_size, output_kind=src.output_kind,
                      precision="int8", resize_method=src.resize_method, source_sha256=src.sha256,

@@ -443,3 +443,10 @@ def per_class_table(cmp) -> str:
 
 
 __all__ = ["write_report", "render_markdown", "speed_notes", "speed_lines", "SpeedNote", "plot_accuracy", "draw_flips", "comparison_table", "per_class_table"]
+
+
+def comparison_json(cmp) -> dict:
+    """What ``compare --json`` and ``edgeclf run``'s compare.json hold: the comparison and the
+    files not faster than float32 on this machine."""
+    notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))
+    return {**cmp.to_dict(), "speed_notes": [n.to_dict() for n in notes]}

@@ -164,6 +164,7 @@ def rebuild_as_tf_keras(model, *, check_images: int = 4):
     for k3_layer, tfk_layer in pairs:
         try:
             tfk_layer.set_weights(k3_layer.get_weights())
+            tfk_layer.finalize_state()
         except ValueError as exc:
             raise UsageError(f"QAT cannot copy the weights of layer {k3_layer.name!r} ({type(k3_layer).__name__}) "
                              f"into tf_keras ({first_line(exc, 200)})") from None
@@ -280,7 +281,7 @@ def annotate(model):
         # Fixed pre- and post-processing stays float and is calibrated at conversion: the
         # RGB-to-luma convolution, and the [1 - p, p] head (annotated, its range would be the
         # probabilities the float model reached, not 0..1, and cap every score there).
-        fixed = layer.name in (GRAY_LAYER,) or layer.name.startswith(ONE_MINUS_LAYER) or (
+        fixed = layer.name == GRAY_LAYER or layer.name.startswith(ONE_MINUS_LAYER) or (
             kind == "Concatenate" and layer.name.startswith(PROBABILITIES_LAYER))
         if kind in _SKIP or kind.startswith("Random") or fixed:
             left.append(layer.name)
@@ -317,7 +318,51 @@ def build_qat_model(model):
             qmodel = tfmot.quantization.keras.quantize_apply(annotated_model)
     except (RuntimeError, ValueError) as exc:
         raise UsageError(f"QAT cannot quantize this model: {first_line(exc)}") from None
+    finalize_states(qmodel)
     return qmodel, annotated, left
+
+
+def finalize_states(model) -> None:
+    """Recompute what layers derive from their non-trainable statistics (an adapted
+    ``Normalization``'s mean and variance) after their weights were set.
+
+    tfmot's ``quantize_apply`` (and our tf_keras rebuild) make each layer anew and then set
+    its weights; an adapted ``Normalization`` computed its mean and variance from the
+    (still empty) adapt variables when it was built, so without this it normalizes with
+    mean 0 and variance 1 and the QAT model collapses."""
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # a QuantizeWrapper's wrapped layer
+        for l in (layer, inner):
+            if l is not None and hasattr(l, "finalize_state") and getattr(l, "built", False):
+                try:
+                    l.finalize_state()
+                except (AttributeError, TypeError, ValueError):  # layers with nothing to finalize
+                    pass
+        if hasattr(layer, "layers") and layer is not model:
+            finalize_states(layer)
+
+
+# The activations whose input tfmot quantizes (``QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS``).
+_PRE_QUANT_ACTIVATIONS = frozenset({"softmax", "sigmoid", "tanh", "gelu"})
+
+
+def _activation_name(layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", "") if callable(fn) else ""
+
+
+def _output_ranges(probe, names, x: np.ndarray, batch_size: int) -> dict:
+    """{layer name: (min, max)} of ``probe``'s outputs over ``x``."""
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start:start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for n, o in zip(names, outs):
+            o = np.asarray(o)
+            lo[n] = min(lo[n], float(o.min()))
+            hi[n] = max(hi[n], float(o.max()))
+    return {n: (lo[n], hi[n]) for n in names}
 
 
 def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_size: int = 64) -> dict:
@@ -351,21 +396,23 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
     if not targets:
         return {}
     names = sorted(set(targets.values()))
-    lo, hi = _output_ranges(keras, flat, layer_out, names, images, batch_size)
-    # tfmot quantizes a sigmoid/softmax/tanh layer before its activation (pre_activation_min/max):
-    # that range is the one of the layer with its activation switched off, not of its output.
-    pre = [n for n in names if getattr(flat.get_layer(n), "activation", None) is not None
-           and getattr(flat.get_layer(n).activation, "__name__", "") in ("sigmoid", "softmax", "tanh")]
-    pre_lo, pre_hi = {}, {}
-    if pre:
-        saved = {n: flat.get_layer(n).activation for n in pre}
+    probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
+    x = images.astype(np.float32)
+    post = _output_ranges(probe, names, x, batch_size)
+    # tfmot quantizes the *input* of a softmax/sigmoid/tanh/gelu activation ("pre_activation"):
+    # those ranges must come from the values before the activation, not after it (a softmax
+    # applied to logits clipped to its own output range [0, 1] is a softmax applied twice).
+    squashing = {l.name: l for l in flat.layers if _activation_name(l) in _PRE_QUANT_ACTIVATIONS}
+    pre = {}
+    if squashing:
+        saved = {n: l.activation for n, l in squashing.items()}
         try:
-            for n in pre:
-                flat.get_layer(n).activation = keras.activations.linear
-            pre_lo, pre_hi = _output_ranges(keras, flat, layer_out, pre, images, batch_size)
+            for l in squashing.values():
+                l.activation = keras.activations.linear
+            pre = _output_ranges(probe, names, x, batch_size)
         finally:
-            for n, fn in saved.items():
-                flat.get_layer(n).activation = fn
+            for n, l in squashing.items():
+                l.activation = saved[n]
     done = {}
     for layer in qmodel.layers:
         src = targets.get(layer.name)
@@ -376,29 +423,13 @@ def init_activation_ranges(qmodel, float_model, images: np.ndarray, *, batch_siz
             # Activation ranges only; weight ranges (kernel_min/max) follow the weights each step.
             if short.startswith("kernel") or short.startswith("depthwise") or not short.endswith(("_min", "_max")):
                 continue
-            low, high = (pre_lo, pre_hi) if short.startswith("pre_activation") and src in pre_lo else (lo, hi)
-            value = min(low[src], 0.0) if short.endswith("_min") else max(high[src], 0.0)
+            ranges = pre if short.startswith("pre_activation") and src in squashing else post
+            lo, hi = ranges[src]
+            value = min(lo, 0.0) if short.endswith("_min") else max(hi, 0.0)
             if v.shape.rank == 0 or int(np.prod(v.shape)) == 1:
                 v.assign(np.full(v.shape, value, dtype=v.dtype.as_numpy_dtype))
                 done[v.name] = value
     return done
-
-
-def _output_ranges(keras, flat, layer_out: dict, names, images: np.ndarray, batch_size: int):
-    """({name: min}, {name: max}) of the named layers' outputs on ``images`` (run eagerly, so a
-    layer's activation swapped out for the call is honoured)."""
-    probe = keras.Model(flat.inputs, [layer_out[n] for n in names])
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
-    x = images.astype(np.float32)
-    for start in range(0, len(x), batch_size):
-        outs = probe(x[start:start + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for n, o in zip(names, outs):
-            o = np.asarray(o)
-            lo[n] = min(lo[n], float(o.min()))
-            hi[n] = max(hi[n], float(o.max()))
-    return lo, hi
 
 
 def _loss(keras, kind: OutputKind):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..errors import ModelFileError
 
@@ -122,12 +122,6 @@ SUPPORTED_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
     Format.ONNX: (Precision.FLOAT32, Precision.DYNAMIC, Precision.INT8, Precision.QAT),
     Format.ORT: (Precision.FLOAT32, Precision.DYNAMIC, Precision.INT8, Precision.QAT),
 }
-# Precisions whose conversion needs calibration images (representative data), per format.
-NEEDS_CALIBRATION: dict[Format, frozenset[Precision]] = {
-    Format.TFLITE: frozenset({Precision.INT8, Precision.INT16X8, Precision.QAT}),
-    Format.ONNX: frozenset({Precision.INT8}),
-    Format.ORT: frozenset({Precision.INT8}),
-}
 
 
 # ---- defaults, declared once -----------------------------------------------------------------
@@ -140,8 +134,50 @@ DEFAULT_TEST_SPLIT = 0.0
 DEFAULT_CALIBRATION_SIZE = 200
 DEFAULT_RESIZE = ResizeMethod.BILINEAR
 
-# The export fails a float32 file whose probabilities differ from the Keras model's by this much.
-FLOAT32_MAX_ABS_DIFF = 1e-4
+# ---- the export's check stage: what a file must show against its source before delivery ------
+
+
+@dataclass(frozen=True)
+class CheckGate:
+    """What an exported file must show against its source model on held-out images to be
+    delivered. ``None`` leaves a figure unchecked.
+
+    - ``min_agreement``: top-1 agreement (rows where the source's best two classes are within
+      ``tie_margin`` of each other are left out: either answer is right there);
+    - ``max_abs_diff``: the largest |p_file - p_source| over every image and class;
+    - ``max_mean_abs_diff``: each image's largest |p_file - p_source|, averaged over images (a
+      softmax applied twice keeps top-1 but moves this by 0.3-0.5);
+    - ``max_top1_shift``: |mean top-1 probability of the file - the source's| (a file that is
+      right but far less or more sure than the source);
+    - ``max_accuracy_drop``: accuracy points below the source (labelled images only);
+    - the collapse check (one class for everything, or agreement at chance) always applies.
+    """
+
+    min_agreement: Optional[float] = None
+    max_abs_diff: Optional[float] = None
+    max_mean_abs_diff: Optional[float] = None
+    max_top1_shift: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None
+    tie_margin: float = 1e-5
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+_QUANTIZED_GATE = CheckGate(min_agreement=0.90, max_mean_abs_diff=0.05, max_top1_shift=0.10, tie_margin=1e-3)
+# The defaults per precision: float32 is the source itself (a tie may break either way, nothing
+# else may move); float16 rounds weights and, on some engines, activations; every other
+# precision quantizes, and must keep at least 90% of top-1 answers and most of the confidence.
+DEFAULT_GATES: dict[Precision, CheckGate] = {
+    Precision.FLOAT32: CheckGate(min_agreement=0.999, max_abs_diff=1e-4, max_top1_shift=1e-4),
+    Precision.FLOAT16: CheckGate(min_agreement=0.99, max_abs_diff=2e-2, max_mean_abs_diff=5e-3,
+                                 max_top1_shift=5e-3, tie_margin=1e-3),
+    Precision.DYNAMIC: _QUANTIZED_GATE,
+    Precision.INT8: _QUANTIZED_GATE,
+    Precision.INT16X8: _QUANTIZED_GATE,
+    Precision.QAT: _QUANTIZED_GATE,
+}
+
 # golden.npz: how many validation images, and the tolerance (max abs probability difference) per
 # precision. Deliberately looser than one machine shows, so that another CPU (ARM vs x86,
 # XNNPACK vs reference kernels, VNNI vs AVX2) still passes; the same for TFLite and ONNX.

@@ -22,8 +22,8 @@ from ..errors import OptionError, UsageError
 from ..runtime.metrics import accuracy, confusion_matrix, majority_class, mean_log_loss
 from ..runtime.layout import RunDir
 from ..runtime.preprocess import image_size_arg
-from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, ModelSpec,
-                            ResizeMethod, parse_enum)
+from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, INPUT_NAME,
+                            ModelSpec, ResizeMethod, parse_enum)
 from . import zoo
 from .distribute import DEFAULT_WORKER_TIMEOUT_S, cluster_from_env, lost_worker, make_strategy, parse_workers
 
@@ -269,12 +269,6 @@ def _compile(keras, model, output_kind, opt):
     model.compile(optimizer=opt, loss=loss, metrics=[metric])
 
 
-def _probabilities(raw: np.ndarray, output_kind: str) -> np.ndarray:
-    from ..runtime.classifier import to_probabilities
-
-    return to_probabilities(raw, output_kind)
-
-
 def evaluate_predictions(probs: np.ndarray, labels, class_names, train_labels=None) -> dict:
     """Accuracy, loss, per-class accuracy, confusion matrix and the majority-class baseline."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -321,10 +315,6 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         >>> round(r.val_accuracy, 2)
         0.86
     """
-    from ..data.cache import decode_images
-    from ..data.folders import drop_bad, scan_folder
-    from ..data.splits import check_val_folder, split_folder
-
     try:
         cfg = dataclasses.replace(config or TrainConfig(), **options)
     except TypeError as exc:
@@ -336,6 +326,46 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     # Only the chief writes the run; a worker's --out (on its own machine) is never touched.
     out = check_out_dir(out, overwrite, inside=(data, cfg.val_dir)) if chief else Path(out)
     started = time.monotonic()
+    d, cfg = _load_data(data, cfg, say, verbose)
+    fitted = _fit(d, cfg, cluster, say, verbose)
+    va_probs, metrics = _measure(d, fitted, cfg)
+    seconds = time.monotonic() - started
+    metrics["seconds"] = round(seconds, 2)
+    if not chief:
+        say(f"val accuracy {metrics['val_accuracy']:.4f}; worker {cluster.index} done (the chief, "
+            f"{cluster.workers[0]}, writes the run)")
+    else:
+        _write_run(out, overwrite, d, fitted, cfg, va_probs, metrics)
+        say(f"val accuracy {metrics['val_accuracy']:.4f} (majority-class baseline "
+            f"{metrics['majority_baseline']['accuracy']:.4f}); wrote {out} in {seconds:.0f}s")
+    return TrainResult(out=out, model_path=RunDir(out).model_path, class_names=tuple(d.class_names),
+                       val_accuracy=float(metrics["val_accuracy"]), epochs_run=fitted.epochs_run,
+                       seconds=time.monotonic() - started, metrics=metrics, history=fitted.history)
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The decoded, split dataset: pixel sources and the rows of each split in them."""
+
+    folder: object
+    split: object
+    size: tuple[int, int]
+    decoded: object  # the training folder's decoded pixels
+    vsource: object  # where the validation and test rows are (--val-dir's pixels, else decoded)
+    bad: dict
+    rows: dict  # "train"/"val"/"test" -> (rows, labels)
+
+    @property
+    def class_names(self):
+        return self.split.class_names
+
+
+def _load_data(data, cfg: TrainConfig, say, verbose: bool) -> tuple[_Data, TrainConfig]:
+    """Scan, size, decode (through the cache) and split the dataset; refuse a model that
+    cannot be built before spending minutes decoding."""
+    from ..data.cache import decode_images
+    from ..data.folders import drop_bad, scan_folder
+    from ..data.splits import check_val_folder, split_folder
 
     folder = scan_folder(data)
     val_folder = scan_folder(cfg.val_dir, what="--val-dir") if cfg.val_dir else None
@@ -346,40 +376,55 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
         size, why = _auto_image_size(folder.paths, cfg.model)
         say(f"image size {size[0]}x{size[1]} ({why}; set --image-size to change)")
         cfg = dataclasses.replace(cfg, image_size=size)
-    # refuse a model that cannot be built before spending minutes decoding the images
     zoo.check_options(cfg.model, image_size=size, num_classes=len(folder.class_names), weights=cfg.weights,
                       alpha=cfg.alpha)
     say(f"{len(folder.files)} images in {len(folder.class_names)} classes: {', '.join(folder.class_names)}")
 
-    decoded = decode_images(folder.paths, size, resize_method=cfg.resize_method, root=folder.root,
-                            cache=cfg.cache, workers=cfg.decode_workers, show_progress=verbose)
+    def decode(f):
+        out = decode_images(f.paths, size, resize_method=cfg.resize_method, root=f.root, cache=cfg.cache,
+                            workers=cfg.decode_workers, show_progress=verbose)
+        if verbose:
+            _report_bad(out.bad, str(f.root))
+        return out
+
+    decoded = decode(folder)
     bad = dict(decoded.bad)
-    if verbose:
-        _report_bad(decoded.bad, str(folder.root))
     folder = drop_bad(folder, decoded.bad)
     vdecoded = None
     if val_folder is not None:
-        vdecoded = decode_images(val_folder.paths, size, resize_method=cfg.resize_method, root=val_folder.root,
-                                 cache=cfg.cache, workers=cfg.decode_workers, show_progress=verbose)
-        if verbose:
-            _report_bad(vdecoded.bad, str(val_folder.root))
+        vdecoded = decode(val_folder)
         bad.update(vdecoded.bad)
         val_folder = drop_bad(val_folder, vdecoded.bad, what="--val-dir")
     split = split_folder(folder, val_split=cfg.val_split, test_split=cfg.test_split, seed=cfg.seed,
                          val_folder=val_folder, skipped=sorted(bad.items()))
-    class_names = split.class_names
-    num_classes = len(class_names)
     say(f"split: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test (seed {cfg.seed})")
+    vsource = vdecoded if vdecoded is not None else decoded
 
     def arrays(items, source):
-        rows = source.rows([p for p, _ in items])
-        return rows, np.asarray([y for _, y in items], np.int64)
+        return source.rows([p for p, _ in items]), np.asarray([y for _, y in items], np.int64)
 
-    vsource = vdecoded if vdecoded is not None else decoded
-    tr_rows, tr_y = arrays(split.train, decoded)
-    va_rows, va_y = arrays(split.val, vsource)
-    te_rows, te_y = arrays(split.test, vsource)
+    rows = {"train": arrays(split.train, decoded), "val": arrays(split.val, vsource),
+            "test": arrays(split.test, vsource)}
+    return _Data(folder, split, size, decoded, vsource, bad, rows), cfg
 
+
+@dataclass(frozen=True)
+class _Fitted:
+    """The trained inference model (float32, outside any distribution strategy) and its history."""
+
+    infer: object
+    output_kind: str
+    history: dict
+    epochs_run: int
+    mixed: bool
+    device: str
+    batch_size: int
+    tensorflow_version: str
+
+
+def _fit(d: _Data, cfg: TrainConfig, cluster, say, verbose: bool) -> _Fitted:
+    """Build the model under the distribution strategy, fit it (and fine-tune a pretrained
+    base), and return a float32 twin for saving and export."""
     from .._optional import import_keras, import_tensorflow
     from ..data.tfdata import make_dataset
 
@@ -398,159 +443,158 @@ def train_model(data, *, out, config: TrainConfig | None = None, overwrite: bool
     if strategy.num_replicas_in_sync > 1:
         say(f"batch size {cfg.batch_size} is global: about {cfg.batch_size // strategy.num_replicas_in_sync} "
             f"images per replica on {strategy.num_replicas_in_sync} replicas")
-
+    num_classes = len(d.class_names)
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with strategy.scope():
-            built = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=cfg.weights,
-                                    alpha=cfg.alpha, seed=cfg.seed)
-            infer = built.model
-            if built.augmentation is not None:
-                inp = keras.Input(shape=infer.input_shape[1:], name="image")
-                train_net = keras.Model(inp, infer(built.augmentation(inp)), name=f"{cfg.model}_training")
-            else:
-                train_net = infer
-            pretrained = cfg.weights not in (None, "none") and bool(built.base_layers)
-            base = set(built.base_layers)
-            if pretrained:
-                for layer in infer.layers:
-                    if layer.name in base:
-                        layer.trainable = False
-            lr = cfg.learning_rate or DEFAULT_LEARNING_RATES[cfg.optimizer]
-            _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr))
-
+            built, train_net, base, lr = _build_for_training(keras, cfg, d.size, num_classes)
         binary = built.output_kind == "sigmoid"
-        global_batch = cfg.batch_size
         shard = cluster is not None
-        train_ds = make_dataset(decoded.pixels, tr_y, rows=tr_rows, batch_size=global_batch, shuffle=True,
+        (tr_rows, tr_y), (va_rows, va_y) = d.rows["train"], d.rows["val"]
+        train_ds = make_dataset(d.decoded.pixels, tr_y, rows=tr_rows, batch_size=cfg.batch_size, shuffle=True,
                                 seed=cfg.seed, binary=binary, shard_by_data=shard)
-        val_ds = make_dataset(vsource.pixels, va_y, rows=va_rows, batch_size=global_batch, binary=binary,
+        val_ds = make_dataset(d.vsource.pixels, va_y, rows=va_rows, batch_size=cfg.batch_size, binary=binary,
                               shard_by_data=shard)
 
-        def callbacks(total, offset=0, label=""):
+        def fit(total, offset=0, label=""):
             cbs = [_EpochLine.make(keras, total, offset, label)] if verbose else []
             if cfg.early_stopping:
                 cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
                                                          restore_best_weights=True))
             if cfg.stop_at_accuracy:
                 cbs.append(_stop_at_accuracy(keras, cfg.stop_at_accuracy))
-            return cbs
-
-        def fit(**kwargs):
             try:
-                return train_net.fit(train_ds, validation_data=val_ds, verbose=0, **kwargs)
+                return train_net.fit(train_ds, validation_data=val_ds, verbose=0, epochs=offset + total,
+                                     initial_epoch=offset, callbacks=cbs)
             except Exception as exc:  # a peer that died surfaces as one of several TensorFlow errors
                 lost = lost_worker(exc, cluster)
                 if lost is None:
                     raise
                 raise lost from None
 
-        hist = fit(epochs=cfg.epochs, callbacks=callbacks(cfg.epochs))
-        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        history = {k: [float(v) for v in vals] for k, vals in fit(cfg.epochs).history.items()}
         epochs_run = len(history.get("loss", []))
         if cfg.fine_tune:
             with strategy.scope():
-                base_in_model = [layer for layer in infer.layers if layer.name in base]
+                base_in_model = [layer for layer in built.model.layers if layer.name in base]
                 for layer in base_in_model[-cfg.fine_tune:]:
                     if not isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = True
                 _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr / 10))
             say(f"fine-tuning the top {min(cfg.fine_tune, len(base_in_model))} base layers at "
                 f"learning rate {lr / 10:g}")
-            hist2 = fit(epochs=epochs_run + cfg.epochs, initial_epoch=epochs_run,
-                        callbacks=callbacks(cfg.epochs, epochs_run, "fine-tune "))
+            hist2 = fit(cfg.epochs, epochs_run, "fine-tune ")
             history["fine_tune_start"] = epochs_run
             for k, vals in hist2.history.items():
                 history.setdefault(k, []).extend(float(v) for v in vals)
             epochs_run = len(history["loss"])
-
+        infer = built.model
         if mixed or cluster is not None:
             # A plain float32 twin outside the strategy: exporters and the runtime expect a float32
             # graph, and after a multi-worker fit each worker predicts and saves on its own.
             keras.mixed_precision.set_global_policy(previous_policy)
-            twin = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=None,
+            twin = zoo.build_model(cfg.model, image_size=d.size, num_classes=num_classes, weights=None,
                                    alpha=cfg.alpha, seed=cfg.seed).model
             twin.set_weights(infer.get_weights())
             infer = twin
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    return _Fitted(infer, built.output_kind, history, epochs_run, mixed, device, cfg.batch_size, tf.__version__)
 
-    def predict(source, rows):
+
+def _build_for_training(keras, cfg: TrainConfig, size, num_classes: int):
+    """(the built zoo model, the network that trains: augmentation in front when the model has
+    it, the base layer names, the learning rate); a pretrained base starts frozen."""
+    built = zoo.build_model(cfg.model, image_size=size, num_classes=num_classes, weights=cfg.weights,
+                            alpha=cfg.alpha, seed=cfg.seed)
+    infer = built.model
+    if built.augmentation is not None:
+        inp = keras.Input(shape=infer.input_shape[1:], name=INPUT_NAME)
+        train_net = keras.Model(inp, infer(built.augmentation(inp)), name=f"{cfg.model}_training")
+    else:
+        train_net = infer
+    base = set(built.base_layers)
+    if cfg.weights not in (None, "none") and base:
+        for layer in infer.layers:
+            if layer.name in base:
+                layer.trainable = False
+    lr = cfg.learning_rate or DEFAULT_LEARNING_RATES[cfg.optimizer]
+    _compile(keras, train_net, built.output_kind, _optimizer(keras, cfg.optimizer, lr))
+    return built, train_net, base, lr
+
+
+def _measure(d: _Data, fitted: _Fitted, cfg: TrainConfig) -> tuple[np.ndarray, dict]:
+    """The validation probabilities and metrics.json's content (test split too, when there is one)."""
+    from ..data.tfdata import make_dataset
+    from ..runtime.classifier import to_probabilities
+
+    def predict(rows):
         if len(rows) == 0:
-            return np.zeros((0, num_classes))
-        raw = infer.predict(make_dataset(source.pixels, np.zeros(len(rows)), rows=rows,
-                                         batch_size=max(global_batch, 64)).map(lambda x, y: x), verbose=0)
-        return _probabilities(np.asarray(raw), built.output_kind)
+            return np.zeros((0, len(d.class_names)))
+        ds = make_dataset(d.vsource.pixels, np.zeros(len(rows)), rows=rows,
+                          batch_size=max(fitted.batch_size, 64)).map(lambda x, y: x)
+        return to_probabilities(np.asarray(fitted.infer.predict(ds, verbose=0)), fitted.output_kind)
 
-    va_probs = predict(vsource, va_rows)
-    val_metrics = evaluate_predictions(va_probs, va_y, class_names, tr_y)
+    (_, tr_y), (va_rows, va_y), (te_rows, te_y) = d.rows["train"], d.rows["val"], d.rows["test"]
+    va_probs = predict(va_rows)
+    val = evaluate_predictions(va_probs, va_y, d.class_names, tr_y)
     metrics = {
-        "val_accuracy": val_metrics["accuracy"],
-        "val_loss": val_metrics["loss"],
-        "val_count": val_metrics["count"],
-        "per_class_accuracy": val_metrics["per_class_accuracy"],
-        "confusion_matrix": val_metrics["confusion_matrix"],
-        "majority_baseline": val_metrics["majority_baseline"],
-        "train_accuracy": history.get("accuracy", [None])[-1],
-        "train_count": int(len(tr_y)),
-        "epochs_run": epochs_run,
-        "skipped_files": len(bad),
+        "val_accuracy": val["accuracy"], "val_loss": val["loss"], "val_count": val["count"],
+        "per_class_accuracy": val["per_class_accuracy"], "confusion_matrix": val["confusion_matrix"],
+        "majority_baseline": val["majority_baseline"], "train_accuracy": fitted.history.get("accuracy", [None])[-1],
+        "train_count": int(len(tr_y)), "epochs_run": fitted.epochs_run, "skipped_files": len(d.bad),
     }
     if len(te_rows):
-        te = evaluate_predictions(predict(vsource, te_rows), te_y, class_names, tr_y)
+        te = evaluate_predictions(predict(te_rows), te_y, d.class_names, tr_y)
         metrics.update({"test_accuracy": te["accuracy"], "test_loss": te["loss"], "test_count": te["count"],
                         "test_confusion_matrix": te["confusion_matrix"]})
-    seconds = time.monotonic() - started
-    metrics["seconds"] = round(seconds, 2)
+    return va_probs, metrics
 
+
+def _write_run(out, overwrite: bool, d: _Data, fitted: _Fitted, cfg: TrainConfig, va_probs: np.ndarray,
+               metrics: dict) -> None:
+    """Write the run directory, atomically: model, spec, labels, config, split, history, metrics, plots."""
+    from . import plots
+
+    class_names = list(d.class_names)
     # spec.json says what the model takes and gives; config.json only how it was trained.
-    spec = ModelSpec(labels=tuple(class_names), input_size=size, output_kind=built.output_kind,
+    spec = ModelSpec(labels=tuple(class_names), input_size=d.size, output_kind=fitted.output_kind,
                      resize_method=cfg.resize_method, edgeclf_version=__version__, model_name=cfg.model)
     config = {
         **{k: v for k, v in cfg.to_dict().items() if k not in ("image_size", "resize_method")},
-        "data": str(folder.root), "params": int(infer.count_params()),
-        "mixed_precision_used": bool(mixed), "device": device, "edgeclf_version": __version__,
-        "tensorflow_version": tf.__version__,
+        "data": str(d.folder.root), "params": int(fitted.infer.count_params()),
+        "mixed_precision_used": bool(fitted.mixed), "device": fitted.device, "edgeclf_version": __version__,
+        "tensorflow_version": fitted.tensorflow_version,
     }
-
-    from . import plots
-
-    if not chief:
-        say(f"val accuracy {metrics['val_accuracy']:.4f}; worker {cluster.index} done (the chief, "
-            f"{cluster.workers[0]}, writes the run)")
-        return TrainResult(out=out, model_path=RunDir(out).model_path, class_names=tuple(class_names),
-                           val_accuracy=float(metrics["val_accuracy"]), epochs_run=epochs_run,
-                           seconds=time.monotonic() - started, metrics=metrics, history=history)
+    va_rows, va_y = d.rows["val"]
     with atomic_dir(out, overwrite=overwrite, what="training run") as tmp:
         run = RunDir(tmp)
-        infer.save(run.model_path)
+        fitted.infer.save(run.model_path)
         write_json(run.file(RunDir.SPEC), spec.to_dict())
         write_text(run.file(RunDir.LABELS), "".join(f"{n}\n" for n in class_names))
         write_json(run.file(RunDir.CONFIG), config)
-        write_json(run.file(RunDir.SPLIT), split.to_dict())
-        write_json(run.file(RunDir.HISTORY), history)
+        write_json(run.file(RunDir.SPLIT), d.split.to_dict())
+        write_json(run.file(RunDir.HISTORY), fitted.history)
         write_json(run.file(RunDir.METRICS), metrics)
-        plots.plot_curves(history, run.file(RunDir.CURVES))
-        plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), list(class_names), run.file(RunDir.CONFUSION))
+        plots.plot_curves(fitted.history, run.file(RunDir.CURVES))
+        plots.plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names, run.file(RunDir.CONFUSION))
         pred = va_probs.argmax(axis=1)
         wrong_all = np.flatnonzero(pred != va_y)
-        # round-robin over true classes, so the grid is not all one class
-        by_class = [list(wrong_all[va_y[wrong_all] == c]) for c in range(num_classes)]
-        wrong = []
-        while len(wrong) < min(16, len(wrong_all)):
-            for group in by_class:
-                if group and len(wrong) < 16:
-                    wrong.append(group.pop(0))
-        wrong = np.asarray(wrong, dtype=np.int64)
-        wrong_rows = va_rows[wrong]
-        plots.plot_mistakes([np.asarray(vsource.pixels[r]) for r in wrong_rows], va_y[wrong], pred[wrong],
-                            va_probs[wrong, pred[wrong]] if len(wrong) else [], list(class_names),
+        wrong = _round_robin(wrong_all, va_y, len(class_names), limit=16)
+        plots.plot_mistakes([np.asarray(d.vsource.pixels[r]) for r in va_rows[wrong]], va_y[wrong], pred[wrong],
+                            va_probs[wrong, pred[wrong]] if len(wrong) else [], class_names,
                             run.file(RunDir.MISTAKES), total=len(wrong_all))
-        # config.json's paths name the final place, not the temp folder
-    say(f"val accuracy {metrics['val_accuracy']:.4f} (majority-class baseline "
-        f"{metrics['majority_baseline']['accuracy']:.4f}); wrote {out} in {seconds:.0f}s")
-    return TrainResult(out=out, model_path=RunDir(out).model_path, class_names=tuple(class_names),
-                       val_accuracy=float(metrics["val_accuracy"]), epochs_run=epochs_run, seconds=seconds,
-                       metrics=metrics, history=history)
+
+
+def _round_robin(indices: np.ndarray, y: np.ndarray, num_classes: int, *, limit: int) -> np.ndarray:
+    """Up to ``limit`` of ``indices``, taken in turn from each true class (so a grid of
+    mistakes is not all one class)."""
+    by_class = [list(indices[y[indices] == c]) for c in range(num_classes)]
+    picked: list = []
+    while len(picked) < min(limit, len(indices)):
+        for group in by_class:
+            if group and len(picked) < limit:
+                picked.append(group.pop(0))
+    return np.asarray(picked, dtype=np.int64)

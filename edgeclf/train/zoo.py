@@ -24,7 +24,7 @@ from typing import Callable
 from .._optional import import_keras
 from ..errors import OptionError, UsageError
 from ..runtime.preprocess import image_size_arg
-from ..runtime.spec import OutputKind
+from ..runtime.spec import INPUT_NAME, OutputKind
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _head(keras, x, num_classes: int, name: str = "logits"):
 
 def _input(keras, image_size):
     h, w = image_size_arg(image_size)
-    return keras.Input(shape=(h, w, 3), dtype="float32", name="image")
+    return keras.Input(shape=(h, w, 3), dtype="float32", name=INPUT_NAME)
 
 
 def tutorial_augmentation(keras, *, seed: int | None = None):
