@@ -263,4 +263,5 @@ def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
                      output_kind="logits", qat_epochs=1)
     assert (r.output_kind, r.source_output_kind) == ("probabilities", "logits") and r.files[0].max_abs_diff < 1e-4
     assert [f.file for f in r.files] == ["model_float32.tflite", "model_int8.tflite", "model_qat.tflite"]
-    assert "binary_sigmoid" in r.qat["float_layers"] + r.qat["annotated_layers"], r.qat
+    # The stated logit goes straight into the two-unit head, softmax([-z/2, z/2]), in QAT too.
+    assert "binary_logits" in r.qat["annotated_layers"] and "probabilities" in r.qat["annotated_layers"], r.qat

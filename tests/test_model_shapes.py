@@ -109,6 +109,7 @@ def _agreement_with_mediapipe(out: Path, names, images) -> dict:
 
 def test_binary_files_give_both_labels_and_mediapipe_names_the_right_class(made, binary_export):
     from edgeclf.export.std_metadata import associated_files
+    from edgeclf.export.tflite import tflite_op_names
     from edgeclf.runtime import load_classifier
     from edgeclf.runtime.verify import verify_golden
 
@@ -125,6 +126,8 @@ def test_binary_files_give_both_labels_and_mediapipe_names_the_right_class(made,
         assert verify_golden(out / f.file, out / "golden.npz").passed, f.file
         if f.format == "tflite":
             assert associated_files((out / f.file).read_bytes())["labels.txt"] == b"dark\nlight\n", f.file
+            # softmax([-z/2, z/2]) on the logit: a softmax's fixed 0..1 output range once quantized
+            assert "SOFTMAX" in tflite_op_names((out / f.file).read_bytes()), f.file
         if f.file in ("model_int8.tflite", "model_qat.tflite"):  # 0..1 in 1/256 steps, not capped where
             from ai_edge_litert.interpreter import Interpreter  # the calibration images stopped
 

@@ -8,9 +8,13 @@ a logits model gets a ``Softmax`` layer appended before export.
 A one-sigmoid (binary) model gives one number, the probability of its second label. Phone
 clients read that as one category: MediaPipe lists the second label alone, with score p,
 and an app taking ``categories[0]`` names it on every image, also at p = 0. So such a model
-gets ``[1 - p, p]`` appended (``Rescaling(-1, offset=1)`` and a ``Concatenate``: plain
-layers with no weights, which every converter and tfmot take): two probabilities, both
-labels in the labels file, and the top category is the right class.
+ends in ``[1 - p, p]``: two probabilities, both labels in the labels file, and the top
+category is the right class. Where the logit z before the sigmoid can be reached (a Dense or
+Conv layer with a sigmoid activation, an ``Activation("sigmoid")``, a sigmoid op in the
+traced graph), the head is ``softmax([-z / 2, z / 2])``, which is ``[1 - p, p]`` exactly and
+ends in a softmax: quantized, its output is fixed at 1/256 steps over 0..1 in TFLite and ONNX
+Runtime alike. Otherwise it is ``Concatenate([1 - p, p])`` (``Rescaling(-1, offset=1)``), whose
+quantized range is calibrated and may stop short of 1.
 
 Heads are appended to the model's own functional graph (same layers, same weights), not
 wrapped around a nested copy, because tensorflow-model-optimization refuses nested models
@@ -24,6 +28,7 @@ from ..runtime.spec import INPUT_NAME, OutputKind
 
 PROBABILITIES_LAYER = "probabilities"
 ONE_MINUS_LAYER = "one_minus_p"
+BINARY_LOGITS_LAYER = "binary_logits"
 
 
 def export_head(model, output_kind: OutputKind, *, keep_logits: bool = False, keep_sigmoid: bool = False):
@@ -100,6 +105,12 @@ def _appended(model, kind: OutputKind, head: str):
     def add_head(y):
         if head == "softmax":
             return keras.layers.Softmax(name=free(PROBABILITIES_LAYER))(y)
+        z = _logit_of(keras, y, free)
+        if z is not None:
+            halves = [keras.layers.Rescaling(-0.5, name=free("minus_half_logit"))(z),
+                      keras.layers.Rescaling(0.5, name=free("half_logit"))(z)]
+            both = keras.layers.Concatenate(axis=-1, name=free(BINARY_LOGITS_LAYER))(halves)
+            return keras.layers.Softmax(name=free(PROBABILITIES_LAYER))(both)
         q = keras.layers.Rescaling(-1.0, offset=1.0, name=free(ONE_MINUS_LAYER))(y)
         return keras.layers.Concatenate(axis=-1, name=free(PROBABILITIES_LAYER))([q, y])
 
@@ -122,3 +133,26 @@ def _appended(model, kind: OutputKind, head: str):
                           f"{getattr(model, 'name', '')!r} (its input shape is unknown); export it with {keep}") from None
     inp = keras.Input(shape=shape, name=INPUT_NAME)
     return keras.Model(inp, add_head(model(inp)), name=model.name), OutputKind.PROBABILITIES
+
+
+def _logit_of(keras, p, free):
+    """The logit z with sigmoid(z) = ``p`` in the same graph, or None when it cannot be reached:
+    the input of an ``Activation("sigmoid")``, or a copy of the Dense/Conv layer that makes
+    ``p`` with its activation switched off (same weights)."""
+    history = getattr(p, "_keras_history", None)
+    layer = getattr(history, "layer", None) or getattr(history, "operation", None)
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if layer is None or activation != "sigmoid" or len(getattr(layer, "_inbound_nodes", [])) != 1:
+        return None
+    try:
+        if type(layer).__name__ == "Activation":
+            return layer.input
+        if type(layer).__name__ not in ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"):
+            return None
+        config = dict(layer.get_config(), activation="linear", name=free(layer.name + "_logit"))
+        linear = type(layer).from_config(config)
+        z = linear(layer.input)
+        linear.set_weights(layer.get_weights())
+        return z
+    except (AttributeError, TypeError, ValueError):
+        return None

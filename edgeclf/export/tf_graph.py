@@ -110,15 +110,33 @@ def make_function(tf, keras_model, trackable, size, rng: InputRange, *, sigmoid:
         if isinstance(y, (list, tuple)):
             y = y[0]
         y = tf.cast(y, tf.float32)
+        logit = y if sigmoid else _sigmoid_input(y) if two_units else None
         if sigmoid:
             y = tf.math.sigmoid(y)
         if softmax:
             y = tf.nn.softmax(y)
         if two_units:
-            y = tf.concat([1.0 - y, y], axis=-1)
+            # softmax([-z/2, z/2]) is [1 - p, p] and ends in a softmax (a fixed 0..1 output
+            # range once quantized); without the logit, [1 - p, p] itself.
+            y = (tf.nn.softmax(tf.concat([-0.5 * logit, 0.5 * logit], axis=-1)) if logit is not None
+                 else tf.concat([1.0 - y, y], axis=-1))
         return tf.identity(y, name="output")
 
     return serve
+
+def _sigmoid_input(y):
+    """The input of the Sigmoid op that makes ``y`` in a traced graph (through identities), or None."""
+    t = y
+    for _ in range(8):
+        op = getattr(t, "op", None)
+        if op is None:
+            return None
+        if op.type == "Sigmoid":
+            return op.inputs[0]
+        if op.type not in ("Identity", "Cast", "EnsureShape"):
+            return None
+        t = op.inputs[0]
+    return None
 
 # Augmentation layers that pass images through unchanged at inference. Keras 3 draws their
 # random seeds even then (a variable update and random ops in the traced graph), so the
