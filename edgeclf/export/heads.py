@@ -12,14 +12,14 @@ ends in ``[1 - p, p]``: two probabilities, both labels in the labels file, and t
 category is the right class. Where the logit z before the sigmoid can be reached (a Dense or
 Conv layer with a sigmoid activation, an ``Activation("sigmoid")``, a sigmoid op in the
 traced graph), the head is ``softmax([-z / 2, z / 2])``, which is ``[1 - p, p]`` exactly and
-ends in a softmax: quantized, its output is fixed at 1/256 steps over 0..1 in TFLite and ONNX
-Runtime alike. Otherwise it is ``Concatenate([1 - p, p])`` (``Rescaling(-1, offset=1)``), whose
-quantized range is calibrated and may stop short of 1.
+ends in a softmax: quantized, its output range is fixed at 0..1 (1/256 steps in TFLite, 1/255 in
+ONNX Runtime's int8 files). Otherwise it is ``Concatenate([1 - p, p])`` (with
+``Rescaling(-1, offset=1)``), whose quantized range is calibrated and may stop short of 1.
 
 Heads are appended to the model's own functional graph (same layers, same weights), not
 wrapped around a nested copy, because tensorflow-model-optimization refuses nested models
-for QAT. A quantized head comes out of the TFLite converter with scale 1/256 or 1/255 (uint8
-zero point 0), the usual scale for probabilities.
+for QAT. A quantized softmax comes out of the TFLite converter with scale 1/256 (uint8 zero
+point 0), the usual scale for probabilities.
 """
 
 from __future__ import annotations
