@@ -128,9 +128,9 @@ def _appended(model, kind: OutputKind, head: str):
     except (AttributeError, TypeError, ValueError):
         from ..errors import ExportError
 
-        keep = "--keep-logits" if head == "softmax" else "--keep-sigmoid"
-        raise ExportError(f"cannot append the {'softmax' if head == 'softmax' else '[1 - p, p]'} head to the model "
-                          f"{getattr(model, 'name', '')!r} (its input shape is unknown); export it with {keep}") from None
+        what, keep = ("softmax", "--keep-logits") if head == "softmax" else ("[1 - p, p]", "--keep-sigmoid")
+        raise ExportError(f"cannot append the {what} head to the model {getattr(model, 'name', '')!r} (its input "
+                          f"shape is unknown); export it with {keep}") from None
     inp = keras.Input(shape=shape, name=INPUT_NAME)
     return keras.Model(inp, add_head(model(inp)), name=model.name), OutputKind.PROBABILITIES
 
