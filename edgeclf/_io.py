@@ -97,15 +97,12 @@ _STALE_UNLOCKED_S = 86400.0
 
 
 def is_edgeclf_dir(path: PathLike) -> bool:
-    """True when ``path`` is a real folder that edgeclf made (it carries the marker file)."""
-    p = Path(path)
-    if p.is_symlink() or not p.is_dir():
-        return False
-    if (p / MARKER).is_file():
-        return True
-    from .runtime.layout import LEGACY_SIGNATURES
+    """True when ``path`` is a real folder that edgeclf made (it carries the marker file).
 
-    return any(all((p / n).exists() for n in names) for names in LEGACY_SIGNATURES)
+    Only the marker counts: files that edgeclf also writes (``config.json``, ``golden.npz``...)
+    are common names, and a user's folder holding them beside their own files is not ours."""
+    p = Path(path)
+    return not p.is_symlink() and p.is_dir() and (p / MARKER).is_file()
 
 
 def mark_dir(path: PathLike, what: str) -> Path:
@@ -279,23 +276,22 @@ def _check_writable(out: Path, what: str) -> None:
                          "choose a folder you can write to")
 
 
-def check_out_dir(out: PathLike, overwrite: bool, *, inside: Iterable[Optional[PathLike]] = (),
-                  what: str = "--out") -> Path:
-    """Refuse an output folder before any work starts; returns ``out`` as a Path.
+def _named(out: Path, what: str) -> Path:
+    """``out`` as an absolute path with a name: the side names of a replace are built from it,
+    and the file system's root has none (nor may it be replaced)."""
+    full = Path(os.path.abspath(out))
+    if full.parent == full:
+        raise UsageError(f"{what} {out} is the root of the file system; choose a folder of its own")
+    return full
 
-    Raises UsageError (one line) when ``out`` is an existing file, is a non-empty folder and
-    ``overwrite`` is False, is a non-empty folder edgeclf did not make (no marker; even with
-    ``overwrite``), cannot be written, or equals, contains or lies inside one of the folders
-    ``inside`` (the input data: replacing it would delete the data, and a run inside it
-    becomes a class on the next scan). An empty existing folder is fine; ``atomic_dir``
-    replaces it. A replace that a kill interrupted earlier is repaired first.
-    """
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{what} {out} exists and is a file; choose a folder name")
-    real = Path(os.path.realpath(out))
-    for d in inside:
-        if d is None:
+
+def check_not_inputs(out: PathLike, inputs: Iterable[Optional[PathLike]], *, what: str = "--out") -> None:
+    """Refuse (UsageError) an output folder that is, contains or lies inside one of ``inputs``
+    (data folders, model files or folders): replacing it would delete them, and an output inside
+    a data folder becomes a class on the next scan. Symlinks are resolved on both sides."""
+    real = Path(os.path.realpath(Path(out).expanduser()))
+    for d in inputs:
+        if d is None or str(d) == "":
             continue
         dr = Path(os.path.realpath(Path(d).expanduser()))
         if real == dr:
@@ -306,9 +302,26 @@ def check_out_dir(out: PathLike, overwrite: bool, *, inside: Iterable[Optional[P
             rel = "contains"
         else:
             continue
-        raise UsageError(f"{what} {out} {rel} the input folder {d}; choose a folder outside the data")
+        raise UsageError(f"{what} {out} {rel} the input {d}; choose a folder outside every input")
+
+
+def check_out_dir(out: PathLike, overwrite: bool, *, inside: Iterable[Optional[PathLike]] = (),
+                  what: str = "--out") -> Path:
+    """Refuse an output folder before any work starts; returns ``out`` as a Path.
+
+    Raises UsageError (one line) when ``out`` is an existing file or the file system's root, is
+    a non-empty folder and ``overwrite`` is False, is a non-empty folder edgeclf did not make
+    (no marker; even with ``overwrite``), cannot be written, or equals, contains or lies inside
+    one of ``inside`` (the inputs: see ``check_not_inputs``). An empty existing folder is fine;
+    ``atomic_dir`` replaces it. A replace that a kill interrupted earlier is repaired first.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{what} {out} exists and is a file; choose a folder name")
+    _named(out, what)
+    check_not_inputs(out, inside, what=what)
     _check_writable(out, what)
-    prepare_target(out)
+    prepare_target(_named(out, what))
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UsageError(f"{what} {out} exists and is not empty; choose another folder or pass --overwrite")
@@ -343,6 +356,7 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output")
     target = Path(path)
     if (target.exists() or target.is_symlink()) and not target.is_dir():
         raise UsageError(f"{target} exists and is a file, not a folder; choose a folder name")
+    target = _named(target, "the folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     prepare_target(target)
     if target.exists() and not _is_empty_dir(target):
@@ -384,6 +398,15 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output")
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def write_into_dir(path: PathLike, write, *, overwrite: bool = False, what: str = "output") -> Path:
+    """Fill the folder ``path`` with ``write(folder)`` through ``atomic_dir`` (so it gets the
+    marker and follows the rules of ``--out``); returns the path ``write`` returned, moved to
+    where it now lies in ``path``."""
+    with atomic_dir(path, overwrite=overwrite, what=what) as tmp:
+        written = Path(write(tmp))
+    return Path(path) / written.relative_to(tmp)
 
 
 @contextlib.contextmanager

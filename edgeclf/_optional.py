@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
 
 from .errors import MissingDependencyError
@@ -19,11 +20,19 @@ _PROVIDERS = {
     "onnxruntime": ("onnxruntime", ""),
     "ai_edge_litert": ("ai-edge-litert", ""),
     "hypothesis": ("hypothesis", "dev"),
+    "cv2": ("opencv-python-headless", "stream"),
 }
+
+
+# Packages that import TensorFlow themselves: it goes first, quietly (else its start-up lines
+# reach the terminal, even on the way to a refusal).
+_PULL_IN_TENSORFLOW = ("tf_keras", "keras", "tf2onnx", "tensorflow_model_optimization")
 
 
 def require(module: str, *, purpose: str | None = None) -> ModuleType:
     """Import ``module`` or raise MissingDependencyError naming what to install."""
+    if module.split(".")[0] in _PULL_IN_TENSORFLOW and "tensorflow" not in sys.modules:
+        import_tensorflow()
     try:
         return importlib.import_module(module)
     except ImportError as exc:

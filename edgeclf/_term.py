@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import unicodedata
 from typing import Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -39,12 +40,22 @@ def info(msg: str) -> None:
     LOGGER.info(msg)
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0 or C1 control character or DEL (a newline, ESC, ...): what no
+    name that becomes a label may hold, since a label is printed and written one per line."""
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it). Every line is made
+    ``printable``: messages carry class names and file names from outside."""
 
     def __init__(self):
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
+
+    def format(self, record) -> str:
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
     @property
     def stream(self):

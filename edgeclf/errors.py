@@ -55,6 +55,11 @@ class ExportError(EdgeclfError):
     """An export that ran but produced a file that fails its checks (parity, collapse)."""
 
 
+class StreamError(EdgeclfError):
+    """A frame source that cannot be used: a camera that does not open, a video that cannot be
+    decoded, a stream that drops and does not come back, a watched folder that disappears."""
+
+
 class MissingDependencyError(EdgeclfError):
     """An optional package is not installed; the message names the extra to install."""
 

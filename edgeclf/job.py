@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 from ._term import info
-from .errors import OptionError, UsageError
+from .errors import OptionError
 from .runtime.layout import JobDir
+from .runtime.spec import MAX_EPOCHS
 
 # Chosen so that the whole job fits in a few minutes on 2 CPU cores (measured; see README).
-RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20, "model": "tutorial_cnn_aug"}
+RUN_DEFAULTS = {"classes": 5, "per_class": 600, "image_size": 64, "epochs": 20}
 
 
 @dataclass(frozen=True)
@@ -43,25 +44,22 @@ def check_job_options(*, model: str, epochs: int, per_class: int) -> None:
 
     if model not in MODELS:
         raise OptionError("model", f"{model!r} is not a model edgeclf knows; choose from: {', '.join(MODELS)}")
-    if not 1 <= epochs <= 10_000:
-        raise OptionError("epochs", f"must be from 1 to 10000; got {epochs}")
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise OptionError("epochs", f"must be from 1 to {MAX_EPOCHS}; got {epochs}")
     if not 2 <= per_class <= 100_000:
         raise OptionError("per_class", f"must be from 2 to 100000; got {per_class}")
 
 
-def _claim(root: Path, overwrite: bool) -> bool:
+def _claim(root: Path, overwrite: bool, data) -> bool:
     """Take ``root`` for the job; True when it resumes a job that did not finish."""
-    from ._io import is_edgeclf_dir, mark_dir, write_text
+    from ._io import check_out_dir, is_edgeclf_dir, mark_dir, write_text
 
     marker = root / JobDir.INCOMPLETE
-    resuming = marker.exists()
-    has_files = root.exists() and any(root.iterdir())
-    if has_files and not overwrite and not resuming:
-        raise UsageError(f"{root} exists and is not empty; pass --overwrite to replace what is in it, "
-                         "or choose another --out")
-    if has_files and overwrite and not resuming and not is_edgeclf_dir(root):
-        raise UsageError(f"--out {root} holds files edgeclf did not write; --overwrite replaces only a folder "
-                         "edgeclf made; choose another --out")
+    # Only a folder edgeclf made is resumed: a user's folder that happens to hold that name is not.
+    resuming = marker.exists() and is_edgeclf_dir(root)
+    # As every --out: not the data, around it or in it; a non-empty folder only with --overwrite
+    # (or to resume), and only one edgeclf made.
+    check_out_dir(root, overwrite or resuming, inside=(data,))
     if resuming and not overwrite:
         info(f"{root} holds a run that did not finish; starting it again")
     root.mkdir(parents=True, exist_ok=True)
@@ -72,7 +70,7 @@ def _claim(root: Path, overwrite: bool) -> bool:
     return resuming
 
 
-def run_job(out, *, data=None, model: str = RUN_DEFAULTS["model"], epochs: int = RUN_DEFAULTS["epochs"],
+def run_job(out, *, data=None, model: Optional[str] = None, epochs: int = RUN_DEFAULTS["epochs"],
             image_size: Optional[tuple[int, int]] = None, per_class: int = RUN_DEFAULTS["per_class"],
             threads: Optional[int] = None, overwrite: bool = False) -> JobReport:
     """Generate the built-in dataset (unless ``data`` is given), train ``model``, export every
@@ -84,9 +82,12 @@ def run_job(out, *, data=None, model: str = RUN_DEFAULTS["model"], epochs: int =
         >>> report = run_job("edgeclf-run")            # doctest: +SKIP
         >>> print(report.export.table())              # doctest: +SKIP
     """
+    from .train.zoo import DEFAULT_MODEL
+
+    model = model or DEFAULT_MODEL
     check_job_options(model=model, epochs=epochs, per_class=per_class)
     root = Path(out)
-    overwrite = _claim(root, overwrite) or overwrite
+    overwrite = _claim(root, overwrite, data) or overwrite
     timings: list[tuple[str, float]] = []
 
     def step(name, fn):
@@ -120,13 +121,15 @@ def run_job(out, *, data=None, model: str = RUN_DEFAULTS["model"], epochs: int =
         return export_model(run_dir, export_dir, overwrite=overwrite)
 
     def compare():
-        from ._io import write_json
+        from ._io import write_into_dir, write_json
         from .evaluate import compare_files
         from .evaluate.report import comparison_json, write_report
 
         cmp = compare_files([export_dir], data=run_dir, threads=threads)
         write_json(root / JobDir.COMPARE, comparison_json(cmp))
-        info(f"wrote {write_report(cmp, root / JobDir.REPORT)}")
+        written = write_into_dir(root / JobDir.REPORT, lambda d: write_report(cmp, d), overwrite=overwrite,
+                                 what="comparison report")
+        info(f"wrote {written}")
         return cmp
 
     step(f"train: {model}", train)

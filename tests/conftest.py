@@ -1,4 +1,8 @@
-"""Shared test set-up: keep TensorFlow quiet and deterministic if a test loads it."""
+"""Shared test set-up: keep TensorFlow quiet and deterministic if a test loads it.
+
+The helper modules beside the tests (``_export_helpers``, ``_data_helpers``,
+``_mediapipe_client``) import by name: pytest puts this folder on ``sys.path`` for its
+conftest (the default "prepend" import mode, tests/ having no ``__init__.py``)."""
 
 import logging
 import os

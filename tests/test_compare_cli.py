@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from edgeclf._io import MARKER
 from edgeclf.cli import main
 from edgeclf.runtime.spec import ModelSpec
 
@@ -206,7 +207,31 @@ def test_report_files(fake_runtime, tmp_path):
     for png in ("accuracy_latency_size.png", "flipped.png"):
         with Image.open(rep / png) as im:
             assert im.format == "PNG" and im.size[0] > 200, png
-    assert not [p for p in os.listdir(rep) if p.startswith(".")], "temporary files left behind"
+    assert [p for p in os.listdir(rep) if p.startswith(".")] == [MARKER], "temporary files left behind"
+
+
+def test_report_keeps_a_users_folder_and_replaces_only_its_own(fake_runtime, tmp_path):
+    data = _make_folder(tmp_path / "data")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    for extra in ([], ["--overwrite"]):
+        res = _compare([fake_runtime, "--data", data, "--report", mine, *extra])
+        assert res.exit_code == 2, res.output
+        assert ("not empty" if not extra else "did not write") in res.output, res.output
+    assert os.listdir(mine) == ["report.md"] and (mine / "report.md").read_text() == "my own notes"
+    rep = tmp_path / "rep"
+    assert _compare([fake_runtime, "--data", data, "--report", rep]).exit_code == 0
+    res = _compare([fake_runtime, "--data", data, "--report", rep])
+    assert res.exit_code == 2 and "pass --overwrite" in res.output, res.output
+    (rep / "report.md").write_text("stale")
+    assert _compare([fake_runtime, "--data", data, "--report", rep, "--overwrite"]).exit_code == 0
+    assert "## Results" in (rep / "report.md").read_text()
+    for inside in (data, data / "red" / "report", tmp_path):  # the data, a folder in it, one around it
+        res = _compare([fake_runtime, "--data", data, "--report", inside, "--overwrite"])
+        assert res.exit_code == 2 and "the input" in res.output, res.output
+    assert sorted(os.listdir(data / "red")) == sorted(p.name for p in (data / "red").iterdir())
+    assert not (data / "red" / "report").exists()
 
 
 def test_report_without_matplotlib(fake_runtime, tmp_path, monkeypatch):

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import LABELS, SIZE, copy_run, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
 from edgeclf._io import MARKER  # noqa: E402

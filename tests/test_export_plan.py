@@ -110,10 +110,6 @@ def test_export_imports_neither_tensorflow_nor_the_trainer_until_it_converts():
 def test_data_split_drops_unreadable_images_first_as_training_does(tmp_path, monkeypatch):
     """Training drops unreadable files and then splits; --data must too, or one bad file
     reshuffles its class and training images land in the export's validation set."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from _export_helpers import make_images
 
     from edgeclf.data.folders import drop_bad, scan_folder

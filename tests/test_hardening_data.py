@@ -4,6 +4,7 @@ disk under the decode cache, SIGTERM. No TensorFlow."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import struct
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _data_helpers import make_folder  # noqa: E402
 
 from edgeclf.cli import main  # noqa: E402
@@ -111,12 +111,15 @@ def test_links_out_of_a_class_folder_are_not_followed(tmp_path):
     (root / "cats" / "up").symlink_to(root, target_is_directory=True)        # up the tree: every image again
     (root / "cats" / "usr").symlink_to("/usr", target_is_directory=True)     # thousands of foreign files
     (root / "cats" / "dog0.png").symlink_to(root / "dogs" / "dogs_000.png")  # one file, two labels
+    outside = make_folder(tmp_path / "elsewhere", {"x": 1, "y": 1})
+    (root / "cats" / "foreign.png").symlink_to(next((outside / "x").iterdir()))  # a file from outside
     (root / "cats" / "inner").mkdir()
     (root / "cats" / "inner_link").symlink_to(root / "cats" / "inner", target_is_directory=True)
     folder = scan_folder(root)
     assert folder.counts() == {"cats": 2, "dogs": 3}
     reasons = {Path(p).name: r for p, r in folder.ignored}
     assert "outside its class folder" in reasons["up"] and "outside its class folder" in reasons["usr"]
+    assert "symlink to a file outside its class folder" in reasons["foreign.png"]
     labels = {}
     for p, y in folder.files:
         labels.setdefault(os.path.realpath(p), set()).add(y)
@@ -213,3 +216,51 @@ def test_half_written_cache_arrays_of_killed_runs_are_removed(tmp_path, monkeypa
     make_folder(root, {"c": 1})  # a change, so the cache is written again
     cache.decode_images(sorted(str(p) for p in root.rglob("*.png")), 8, root=root, show_progress=False)
     assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("two\nlines", "two\\x0alines"), ("red\x1b[31m", "red\\x1b[31m"), ("nel\x85x", "nel\\x85x"),
+    ("del\x7f", "del\\x7f"), ("bell\x07", "bell\\x07"),
+])
+def test_a_class_folder_named_with_a_control_character_is_refused_by_name(tmp_path, name, shown):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+    from edgeclf.data.folders import scan_folder
+    from edgeclf.errors import DataError
+
+    root = make_folder(tmp_path / "data", {"plain": 1, name: 1})
+    with pytest.raises(DataError) as err:
+        scan_folder(root)
+    msg = str(err.value)
+    assert f"the class folder name '{shown}' holds a control character" in msg, msg
+    assert msg.isprintable(), "the error itself must not carry the raw character"
+    res = CliRunner().invoke(main, ["train", str(root), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert res.exit_code == 1 and shown in res.output and res.output.count("\n") == 1, res.output
+
+
+def test_progress_lines_escape_what_names_carry(capsys):
+    from edgeclf._term import LOGGER, info, show_progress_on_stderr
+
+    show_progress_on_stderr()
+    level = LOGGER.level
+    LOGGER.setLevel("INFO")
+    try:
+        info("classes: a\u202eb, c\x1b[2J\nnext line")
+    finally:
+        LOGGER.setLevel(level)
+    assert capsys.readouterr().err == "classes: a\\u202eb, c\\x1b[2J\nnext line\n"
+
+
+def test_label_files_keep_one_label_a_line(tmp_path):
+    from edgeclf.errors import UsageError
+    from edgeclf.export.std_metadata import labels_file_text
+    from edgeclf.runtime.metadata import read_labels_file
+    from edgeclf.runtime.spec import ModelSpec
+
+    spec = ModelSpec(labels=("a\u2028b", "c\u202ed"), input_size=(8, 8))
+    assert labels_file_text(spec).splitlines() == ["a\\u2028b", "c\\u202ed"]
+    bad = tmp_path / "labels.json"
+    bad.write_text(json.dumps(["cat", "two\nlines"]))
+    with pytest.raises(UsageError, match="holds a control character"):
+        read_labels_file(bad)

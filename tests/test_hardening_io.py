@@ -244,13 +244,20 @@ def test_a_fifo_labels_file_is_refused_without_hanging(tmp_path):
 
 @pytest.mark.parametrize("names", [
     ("config.json", "model.keras", "split.json"), ("export.json", "golden.npz"), (".edgeclf-synth.json",),
-    ("compare.json", "run/", "export/"),
+    ("compare.json", "run/", "export/"), (".edgeclf-run-incomplete",),
 ])
-def test_folders_written_before_the_marker_are_still_recognised(tmp_path, names):
-    out = tmp_path / "old"
-    out.mkdir()
+def test_only_the_marker_makes_a_folder_edgeclfs(tmp_path, names):
+    from edgeclf.cli import main
+
+    out = _user_folder(tmp_path / "mine")  # the user's own file beside names edgeclf also writes
     for n in names:
         (out / n.rstrip("/")).mkdir() if n.endswith("/") else (out / n).write_text("x")
-    assert is_edgeclf_dir(out)
-    (out / names[0].rstrip("/")).rename(out / "renamed")
+    before = sorted(os.listdir(out))
     assert not is_edgeclf_dir(out)
+    with pytest.raises(UsageError, match="did not write"):
+        check_out_dir(out, True)
+    for argv in (["data", "synth", str(out), "--classes", "2", "--per-class", "1", "--size", "16", "--overwrite"],
+                 ["run", "--out", str(out), "--overwrite"]):
+        res = CliRunner().invoke(main, argv)
+        assert res.exit_code in (1, 2) and "did not write" in res.output, res.output
+    assert sorted(os.listdir(out)) == before and (out / "thesis.txt").read_text() == "mine"

@@ -7,6 +7,8 @@ import sys
 
 HEAVY = ["tensorflow", "tf_keras", "keras", "tf2onnx", "tensorflow_model_optimization"]
 ENGINES = ["ai_edge_litert", "ai_edge_litert.interpreter", "onnxruntime"]
+# The [stream] extra: only `edgeclf stream` on a camera, video or URL may load it.
+OPENCV = {"cv2"}
 
 
 def _loaded(code: str) -> set[str]:
@@ -21,6 +23,8 @@ def test_importing_runtime_and_cli_loads_no_tensorflow_and_no_engine():
                    "from edgeclf.runtime import load_classifier, Classifier, Prediction, ModelSpec, load_image")
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
     assert not mods & set(ENGINES), f"an engine was imported before any model was loaded: {sorted(mods & set(ENGINES))}"
+    assert not mods & OPENCV, "importing the runtime or the CLI loaded OpenCV"
+    assert "edgeclf.runtime.stream" not in mods and "edgeclf.runtime.frames" not in mods
 
 
 def test_predicting_with_both_engines_loads_no_tensorflow():
@@ -38,12 +42,14 @@ def test_predicting_with_both_engines_loads_no_tensorflow():
 
 def test_cli_help_loads_no_tensorflow():
     mods = _loaded("import sys\nfrom edgeclf.cli import main\n"
-                   "for args in (['--help'], ['predict', '--help'], ['verify', '--help']):\n"
+                   "for args in (['--help'], ['predict', '--help'], ['verify', '--help'],\n"
+                   "             ['stream', '--help']):\n"
                    "    try:\n"
                    "        main(args, standalone_mode=False)\n"
                    "    except SystemExit:\n"
                    "        pass\n")
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+    assert not mods & OPENCV, "--help loaded OpenCV"
 
 
 def test_predict_command_loads_no_tensorflow(tmp_path):
@@ -56,6 +62,25 @@ def test_predict_command_loads_no_tensorflow(tmp_path):
                    " standalone_mode=False)\n"
                    "except SystemExit:\n"
                    "    pass\n")
+    assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
+    assert not mods & OPENCV, "predict loaded OpenCV"
+    assert not mods & {"edgeclf.cli.stream", "edgeclf.runtime.stream", "edgeclf.runtime.frames"}, \
+        "predict's start-up loaded the stream command"
+    assert "onnxruntime" in mods  # the probe did predict
+
+
+def test_streaming_a_folder_loads_no_opencv_and_no_tensorflow():
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parent / "fixtures"
+    mods = _loaded("from edgeclf.cli import main\n"
+                   "try:\n"
+                   f"    main(['stream', {str(fixtures / 'colour_int8.tflite')!r}, {str(fixtures / 'images')!r},"
+                   " '--frames', '2'], standalone_mode=False)\n"
+                   "except SystemExit:\n"
+                   "    pass\n")
+    assert "edgeclf.runtime.stream" in mods and "ai_edge_litert.interpreter" in mods  # the probe did stream
+    assert not mods & OPENCV, "a folder needs no OpenCV"
     assert not mods & set(HEAVY), f"loaded: {sorted(mods & set(HEAVY))}"
 
 

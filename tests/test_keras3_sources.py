@@ -9,13 +9,11 @@ on every file. TensorFlow-heavy, so marked slow.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import LABELS, SIZE, make_images  # noqa: E402
 
 from edgeclf.errors import ModelFileError  # noqa: E402

@@ -5,6 +5,7 @@ Everything waits on events (a line printed, a process ending), never on the cloc
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,28 @@ def test_bad_tf_config_is_one_clear_error():
             cluster_from_env({"TF_CONFIG": bad})
 
 
+def test_a_worker_list_without_an_index_says_what_to_pass(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    with pytest.raises(OptionError) as err:
+        parse_workers("a:1,b:2", None)
+    assert str(err.value).startswith("worker_index is needed with workers") and "0 on a:1 (the chief)" in str(err.value)
+    res = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "r"), "--workers", "a:1,b:2"])
+    assert res.exit_code == 2 and "--worker-index is needed with workers" in res.output, res.output
+    assert "None" not in res.output
+
+
+@pytest.mark.parametrize("worker", ["localhost:12345", [1, 2], {"a": "b:1"}])
+def test_a_tf_config_job_that_is_not_a_list_is_one_clear_error(worker):
+    config = json.dumps({"cluster": {"worker": worker}, "task": {"type": "worker", "index": 0}})
+    with pytest.raises(UsageError, match='cluster "worker" must be a list of "HOST:PORT" strings') as err:
+        cluster_from_env({"TF_CONFIG": config})
+    if worker == "localhost:12345":
+        assert 'write ["localhost:12345"]' in str(err.value)
+
+
 def test_a_dead_peer_names_the_worker():
     c = Cluster(("h:1", "h:2"), 0)
 
@@ -78,13 +101,14 @@ def _free_ports(n):
 class Worker:
     """One `edgeclf train` worker process; its stderr lines arrive on a queue."""
 
-    def __init__(self, args, index, workers, timeout=60):
+    def __init__(self, args, index, workers, timeout=60, own_group=False):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         env.pop("TF_CONFIG", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeclf", "train", *map(str, args), "--workers", workers,
              "--worker-index", str(index), "--worker-timeout", str(timeout)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            start_new_session=own_group)  # its own process group, to be signalled as a terminal does
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -178,3 +202,47 @@ def test_a_worker_that_never_starts_is_not_waited_for_forever(shapes, tmp_path):
     rc, err = alone.finish(timeout=240)
     assert rc != 0, err[-3000:]
     assert "the cluster did not form within" in err and "start every worker" in err, err[-3000:]
+
+
+def _until_tensorflow_takes_sigterm(pid, limit_s=120):
+    """Wait until TensorFlow's preemption notifier catches SIGTERM in ``pid`` (edgeclf leaves it
+    at the default action for the wait): the sign that the C++ wait for the cluster has begun.
+    Nothing is printed then, so the process's signal mask is polled (Linux)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"the worker never entered TensorFlow's wait within {limit_s} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_a_worker_waiting_for_its_cluster(shapes, tmp_path, sig):
+    """TensorFlow holds the GIL while a worker waits for its peers, so no Python handler runs;
+    Ctrl-C (SIGINT to the terminal's process group) or a group SIGTERM must still end it at once,
+    with one line that says what happened."""
+    ports = _free_ports(2)
+    workers = ",".join(f"127.0.0.1:{p}" for p in ports)
+    waiting = Worker([shapes, *ARGS, "--out", tmp_path / "w1"], 1, workers, timeout=600, own_group=True)
+    try:
+        assert waiting.wait_for("waiting for all 2 workers"), "".join(waiting.seen)
+        _until_tensorflow_takes_sigterm(waiting.proc.pid)  # now inside TensorFlow's wait, GIL held
+        os.killpg(waiting.proc.pid, sig)
+        rc = waiting.proc.wait(timeout=5)  # the bound is the requirement; the peer never starts
+    finally:
+        if waiting.proc.poll() is None:
+            os.killpg(waiting.proc.pid, signal.SIGKILL)
+    _, err = waiting.finish(timeout=30)
+    # Ended by the signal, as a shell reports it: 130 for Ctrl-C; SIGTERM is taken by TensorFlow's
+    # preemption notifier once the wait has begun, so the watchdog ends the process (137).
+    assert rc == (-signal.SIGINT if sig == signal.SIGINT else -signal.SIGKILL), rc
+    after = err.split("waiting for all 2 workers", 1)[1].splitlines()[1:]
+    word = "Interrupted" if sig == signal.SIGINT else "Terminated"
+    assert len(after) == 1 and after[0].startswith(word) and "nothing was written" in after[0], err[-2000:]
+    assert not (tmp_path / "w1").exists()

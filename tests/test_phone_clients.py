@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import LABELS, SIZE, fit, make_images, tiny_cnn, write_run_dir  # noqa: E402
 
 from edgeclf.runtime.metadata import read_tflite_metadata  # noqa: E402

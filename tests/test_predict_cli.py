@@ -163,6 +163,8 @@ def test_verify_json_and_missing_entry(tmp_path):
     with np.load(FIXTURES / "golden.npz") as z:
         np.savez(tmp_path / "g.npz", **{k: z[k] for k in z.files if not k.endswith("::colour_int8.tflite")})
     r = run("verify", other, tmp_path / "g.npz")
+    assert r.exit_code == 1 and "this file is not the one golden.npz was made for" in r.stderr, r.stderr
+    r = run("verify", other, tmp_path / "g.npz", "--by-name")
     assert r.exit_code == 1
     assert "no golden entry for other.tflite" in r.stderr and "colour_int8_int8io.tflite" in r.stderr
 
@@ -198,3 +200,25 @@ def test_unicode_and_spaces_in_paths_and_labels(tmp_path):
                         "with a 100.00 percent confidence.\n")
     data = json.loads(run("predict", FIXTURES / "colour_nometa.tflite", d, "--labels", labels, "--json", "-").stdout)
     assert data[0]["label"] == "rosa roja" and data[0]["source"].endswith("tulipán rojo 🌷.png")
+
+
+def test_verify_refuses_a_changed_file_with_its_name_unless_by_name(tmp_path):
+    import dataclasses
+
+    from edgeclf.export.metadata import embed_tflite_metadata
+    from edgeclf.runtime import load_classifier
+
+    model = Path(MODEL)
+    meta = load_classifier(model, threads=1).metadata
+    a, b, *rest = meta.labels
+    changed = tmp_path / model.name
+    changed.write_bytes(embed_tflite_metadata(model.read_bytes(), dataclasses.replace(meta, labels=(b, a, *rest))))
+    r = run("verify", changed, FIXTURES / "golden.npz")
+    assert r.exit_code == 1 and r.stdout == "", r.output
+    assert "this file is not the one golden.npz was made for" in r.stderr and "--by-name" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run("verify", changed, FIXTURES / "golden.npz", "--by-name")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"OK: {model.name}") and "matched by name" in r.stdout, r.stdout
+    r = run("verify", MODEL, FIXTURES / "golden.npz", "--by-name")
+    assert r.exit_code == 0 and "matched by name" not in r.stdout, r.stdout

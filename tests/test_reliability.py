@@ -399,5 +399,5 @@ def test_export_overwrite_never_replaces_what_it_reads(tmp_path):
     (run / "labels.txt").write_text("a\nb\n")
     for out in (run, run / "export", tmp_path):
         r = cli("export", run, "--out", out, "--overwrite")
-        assert r.exit_code == 2 and "input folder" in r.stderr, f"--out {out}: {r.output}"
+        assert r.exit_code == 2 and "outside every input" in r.stderr, f"--out {out}: {r.output}"
         assert (run / "model.keras").read_bytes() == b"PK\x03\x04 stand-in"

@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edgeclf._io import MARKER
 from edgeclf.cli import main
 
 
 @pytest.mark.parametrize("args, message", [
     (["--threads", "0"], "--threads must be at least 1"),
     (["--epochs", "0"], "--epochs must be from 1 to 10000"),
+    (["--epochs", "1000000000000"], "--epochs must be from 1 to 10000"),
 ])
 def test_run_refuses_bad_options(tmp_path, args, message):
     res = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "r"), *args])
@@ -35,11 +37,15 @@ def test_an_unfinished_run_is_picked_up_again_without_overwrite(tmp_path):
     out = tmp_path / "r"
     (out / "data" / "circles").mkdir(parents=True)  # what an interrupted run left
     (out / JobDir.INCOMPLETE).write_text("")
+    (out / MARKER).write_text("{}")  # run marks its folder as edgeclf's before anything else
     res = CliRunner().invoke(main, ["run", str(tmp_path / "missing"), "--out", str(out)])
     assert "did not finish" in res.output and "--overwrite" not in res.output, res.output
     # It went on to the next step, which fails on the missing DATA, and the folder stays marked.
     assert res.exit_code == 1 and "does not exist" in res.output, res.output
     assert (out / JobDir.INCOMPLETE).exists()
+    (out / MARKER).unlink()  # without edgeclf's marker the same folder is a user's: never resumed
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "missing"), "--out", str(out)])
+    assert res.exit_code == 2 and "not empty" in res.output and "did not finish" not in res.output, res.output
 
 
 @pytest.mark.slow

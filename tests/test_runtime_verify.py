@@ -72,6 +72,9 @@ def test_no_entry_for_the_model_lists_the_ones_there(tmp_path):
     golden = _doctored(tmp_path, **{f"{k}__colour_int8.tflite": None for k in ("probs", "atol", "sha256")})
     with pytest.raises(DataError) as err:
         verify_golden(renamed, golden, threads=1)
+    assert "this file is not the one golden.npz was made for" in str(err.value)  # the golden file records hashes
+    with pytest.raises(DataError) as err:
+        verify_golden(renamed, golden, threads=1, by_name=True)
     msg = str(err.value)
     assert "no golden entry for mine.tflite" in msg and "colour_int8_int8io.tflite" in msg and "binary_float32.onnx" in msg
 
@@ -89,3 +92,45 @@ def test_bad_golden_files(tmp_path):
     small = _doctored(tmp_path, images=np.zeros((2, 16, 16, 3), np.uint8))
     with pytest.raises(DataError, match="written for another model"):
         verify_golden(FIXTURES / "colour_int8.tflite", small, threads=1)
+
+
+def _labels_swapped(tmp_path, name="colour_float32.tflite") -> Path:
+    """The fixture with two labels swapped inside its metadata: same weights, another file."""
+    import dataclasses
+
+    from edgeclf.export.metadata import embed_tflite_metadata
+
+    meta = load_classifier(FIXTURES / name, threads=1).metadata
+    red, green, blue = meta.labels
+    out = tmp_path / name  # the same name as the golden entry
+    out.write_bytes(embed_tflite_metadata((FIXTURES / name).read_bytes(),
+                                          dataclasses.replace(meta, labels=(green, red, blue))))
+    assert load_classifier(out, threads=1).labels == (green, red, blue)
+    return out
+
+
+def test_a_changed_file_under_the_recorded_name_is_refused(tmp_path):
+    changed = _labels_swapped(tmp_path)
+    with pytest.raises(DataError) as err:
+        verify_golden(changed, GOLDEN, threads=1)
+    msg = str(err.value)
+    assert "this file is not the one golden.npz was made for" in msg, msg
+    assert "its name matches the entry for colour_float32.tflite" in msg and "--by-name" in msg, msg
+    # --by-name is the explicit way; the report says how it was matched
+    report = verify_golden(changed, GOLDEN, threads=1, by_name=True)
+    assert report.entry == "colour_float32.tflite" and report.matched_by == "name"
+    assert verify_golden(FIXTURES / "colour_float32.tflite", GOLDEN, threads=1).matched_by == "sha256"
+    assert verify_golden(FIXTURES / "colour_float32.tflite", GOLDEN, threads=1, by_name=True).matched_by == "sha256"
+
+
+def test_a_golden_file_without_hashes_matches_by_name(tmp_path):
+    golden = _doctored(tmp_path, **{k.replace("::", "__"): None for k in np.load(GOLDEN).files
+                                    if k.startswith("sha256::")})
+    report = verify_golden(FIXTURES / "colour_int8.tflite", golden, threads=1)
+    assert report.passed and report.matched_by == "name"
+    renamed = tmp_path / "mine.tflite"
+    shutil.copy(FIXTURES / "colour_int8.tflite", renamed)
+    with pytest.raises(DataError, match="no golden entry for mine.tflite"):
+        verify_golden(renamed, golden, threads=1)
+    with pytest.raises(DataError, match=r"no golden entry for mine.tflite \(by name"):
+        verify_golden(renamed, GOLDEN, threads=1, by_name=True)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 from _data_helpers import finishes  # noqa: E402
 from edgeclf.errors import DataError, ModelFileError  # noqa: E402

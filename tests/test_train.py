@@ -93,10 +93,15 @@ def test_binary_sigmoid_model_trains_and_stops_at_accuracy(tmp_path):
 
     root = tmp_path / "two"
     generate(root, classes=2, per_class=8, size=32, seed=3)
+    first = sorted(p for p in root.iterdir() if not p.name.startswith("."))[0]
+    first.rename(root / ("\u202e" + first.name))  # a bidi override: allowed in a name, escaped where written
     r = train_model(root, out=tmp_path / "run", model="horse_human_cnn", epochs=4, batch_size=8,
                     optimizer="rmsprop", stop_at_accuracy=0.01, verbose=False)
     assert r.epochs_run == 1, "stop-at-accuracy 0.01 must stop after the first epoch"
+    labels_txt = (tmp_path / "run" / "labels.txt").read_text(encoding="utf-8")
+    assert labels_txt.splitlines()[1] == "\\u202e" + first.name, labels_txt
     spec = RunDir(tmp_path / "run").spec()
+    assert spec.labels[1] == "\u202e" + first.name  # the label itself is kept as it is
     assert spec.output_kind.value == "sigmoid" and spec.num_outputs == 1
     assert np.array(r.metrics["confusion_matrix"]).shape == (2, 2)
 
@@ -152,6 +157,8 @@ def test_a_class_with_only_bad_files_is_a_data_error(tmp_path):
     ({"fine_tune": 5}, "--fine-tune"), ({"stop_at_accuracy": 1.5}, "^stop_at_accuracy must"),
     ({"model": "vgg"}, "'vgg' is unknown"), ({"mixed_precision": "maybe"}, "mixed precision mode 'maybe'"),
     ({"early_stopping": 0}, "^early_stopping is a patience"), ({"seed": -1}, "^seed must be a whole number"),
+    ({"seed": 2**32}, "^seed must be a whole number from 0 to 4294967295"),
+    ({"epochs": 10**12}, "^epochs must be from 1 to 10000; got 1000000000000"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
     """The library names its parameters (a Python caller never typed a flag)."""
@@ -162,7 +169,8 @@ def test_bad_options_are_refused_before_any_work(tmp_path, option, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "Error: --epochs must be at least 1; got 0"),
+    (["--epochs", "0"], "Error: --epochs must be from 1 to 10000; got 0"),
+    (["--epochs", "1000000000000"], "Error: --epochs must be from 1 to 10000; got 1000000000000"),
     (["--batch-size", "0"], "Error: --batch-size must be at least 1; got 0"),
     (["--val-split", "1.5"], "Error: --val-split must be between 0 and 1"),
 ])
@@ -201,7 +209,7 @@ def test_out_that_is_or_lies_inside_the_data_is_refused_and_the_data_survives(tm
         r = CliRunner().invoke(main, ["train", str(data), "--val-dir", str(val), "--out", str(out),
                                       "--overwrite"])
         assert r.exit_code == 2, r.output
-        assert r.output.startswith("Error: --out ") and "input folder" in r.output, r.output
+        assert r.output.startswith("Error: --out ") and "the input " in r.output, r.output
         assert r.output.count("\n") == 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 

@@ -52,7 +52,8 @@ def _stop_on_sigterm():
 # command runs (or help lists it), so `edgeclf predict` on a device loads no training code.
 COMMAND_MODULES = {
     "data": "data", "train": "train", "models": "train", "export": "export", "predict": "predict",
-    "verify": "predict", "compare": "compare", "bench": "compare", "run": "run", "explain-quant": "quant",
+    "verify": "predict", "stream": "stream", "compare": "compare", "bench": "compare", "run": "run",
+    "explain-quant": "quant",
 }
 
 

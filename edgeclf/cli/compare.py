@@ -29,7 +29,9 @@ def _describe_gates(max_drop, min_agree) -> str:
 @threads_option
 @json_option
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Write a Markdown report with plots and the flipped images.")
+              help="Write a Markdown report with plots and the flipped images into DIR (a new or empty folder).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the --report folder if it exists (only a folder edgeclf made).")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Labels (one class per line) for model files without edgeclf metadata (they replace embedded ones).")
 @click.option("--max-accuracy-drop", type=float, default=None, metavar="PTS",
@@ -41,8 +43,8 @@ def _describe_gates(max_drop, min_agree) -> str:
                    "the export.json of an export directory among MODELS says for that model, else inferred).")
 @click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
               help="What a Keras --reference model outputs, as given to edgeclf export (default: as --input-range).")
-def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_file, max_accuracy_drop,
-                min_agreement, input_range, output_kind):
+def compare_cmd(models, data, reference, threads, json_out, report_dir, overwrite, labels_file,
+                max_accuracy_drop, min_agreement, input_range, output_kind):
     """Measure every MODEL (files or export directories) against a reference on the same images.
 
     Prints one row per file: size, accuracy, accuracy delta vs the reference (percentage
@@ -57,17 +59,34 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, labels_f
     from ..evaluate import compare_files
     from ..runtime.metadata import read_labels_file
 
+    if report_dir:
+        check_report_dir(report_dir, overwrite, inputs=(*models, data, reference, labels_file))
     labels = None if labels_file is None else read_labels_file(labels_file)
     cmp = compare_files(models, data=data, reference=reference, threads=threads,
                         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, labels=labels,
                         input_range=input_range, output_kind=output_kind)
     show_comparison(cmp, json_out=json_out, report_dir=report_dir, max_accuracy_drop=max_accuracy_drop,
-                    min_agreement=min_agreement)
+                    min_agreement=min_agreement, overwrite=overwrite)
     if not cmp.passed:
         raise SystemExit(1)
 
 
-def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None) -> None:
+def check_report_dir(report_dir, overwrite: bool, *, inputs=()) -> None:
+    """Refuse a --report folder before any work, by the rules of --out: a new or empty folder,
+    or with --overwrite one that edgeclf made; never one of the inputs or a folder around or
+    inside one (a run directory given as --data counts with the data it was trained on)."""
+    import os
+
+    from .._io import check_out_dir
+    from ..runtime.layout import RunDir
+
+    given = [p for p in inputs if p and os.path.lexists(p)]
+    roots = [r for p in given if RunDir.is_run(p) for r in RunDir(p).data_roots()]
+    check_out_dir(report_dir, overwrite, inside=(*given, *roots), what="--report")
+
+
+def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=None, min_agreement=None,
+                    overwrite: bool = False) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
     from ..evaluate.report import comparison_json, comparison_table, per_class_table, speed_lines, speed_notes
@@ -91,9 +110,12 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
             click.echo(f"FAIL {m.name}: {f}", err=json_to_stdout(json_out))
     emit_json(json_out, comparison_json(cmp))
     if report_dir:
+        from .._io import write_into_dir
         from ..evaluate.report import write_report
 
-        info(f"wrote {write_report(cmp, report_dir)}")
+        written = write_into_dir(report_dir, lambda d: write_report(cmp, d), overwrite=overwrite,
+                                 what="comparison report")
+        info(f"wrote {written}")
 
 
 COMMANDS.append(compare_cmd)

@@ -49,7 +49,7 @@ def synth_command(out, classes, per_class, size, seed, image_format, overwrite):
 @json_option
 def inspect_command(directory, grid, per_class, json_out):
     """Counts per class, image sizes and modes, unreadable files with reasons."""
-    from .._term import format_table, info
+    from .._term import format_table, info, printable
     from ..data.inspect import inspect_folder, sample_grid
     from ..errors import UsageError
 
@@ -58,7 +58,7 @@ def inspect_command(directory, grid, per_class, json_out):
     report = inspect_folder(directory)
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
-        click.echo(f"{report.root}: {report.total} readable images in {len(report.class_names)} classes")
+        click.echo(f"{printable(report.root)}: {report.total} readable images in {len(report.class_names)} classes")
         click.echo(format_table(["class", "images"], [(n, c) for n, c in report.counts.items()]))
         sizes = list(report.sizes.items())
         shown = ", ".join(f"{s} ({n})" for s, n in sizes[:5]) + (f", ... {len(sizes) - 5} more" if len(sizes) > 5 else "")
@@ -67,11 +67,11 @@ def inspect_command(directory, grid, per_class, json_out):
         if report.bad:
             click.echo(f"unreadable ({len(report.bad)}), skipped by training:")
             for p, reason in report.bad:
-                click.echo(f"  {p}: {reason}")
+                click.echo(f"  {printable(p)}: {printable(reason)}")
         if report.ignored:
             click.echo(f"ignored ({len(report.ignored)}):")
             for p, reason in report.ignored[:20]:
-                click.echo(f"  {p}: {reason}")
+                click.echo(f"  {printable(p)}: {printable(reason)}")
             if len(report.ignored) > 20:
                 click.echo(f"  ... and {len(report.ignored) - 20} more")
     if grid:

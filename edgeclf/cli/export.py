@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..runtime.spec import DEFAULT_CALIBRATION_SIZE, DEFAULT_SEED, Format, IOType, Precision, choices
+from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, DEFAULT_SEED, MAX_SEED, Format, InputRange, IOType, OutputKind,
+                            Precision, choices)
 from ._options import emit_json, json_option, json_to_stdout
 
 
@@ -30,12 +31,13 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--qat-epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--labels", type=click.Path(path_type=str), default=None,
               help="Labels file (one class per line); required for a model file that is not a run directory.")
-@click.option("--input-range", "input_range", default=None, metavar="0,255|0,1|-1,1",
+@click.option("--input-range", "input_range", default=None, metavar="|".join(choices(InputRange)),
               help="Pixel values the model expects, when it does not scale its input itself "
                    "(default: inferred); the exported files still take 0..255.")
-@click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
+@click.option("--output-kind", "output_kind", default=None, metavar="|".join(choices(OutputKind)),
               help="What the model outputs (default: inferred from its last op).")
-@click.option("--seed", type=int, default=None, help="Seed of the calibration sample (default: the run's).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed of the calibration sample (default: the run's).")
 @click.option("--batch", type=int, default=None, metavar="N",
               help="Fixed batch size of the ONNX/ORT files (1 for phones: NNAPI and CoreML need fixed shapes). "
                    "Default: any batch.")

@@ -109,28 +109,38 @@ def _predict(ctx, clf, images, top_k, json_out):
 @click.command("verify")
 @click.argument("model", type=click.Path(readable=False, path_type=Path))
 @click.argument("golden", type=click.Path(readable=False, path_type=Path), metavar="GOLDEN.npz")
+@click.option("--by-name", is_flag=True,
+              help="Check MODEL against the golden entry of its file name even though its content is not the "
+                   "file golden.npz was made for (a re-exported file).")
 @_THREADS
 @json_option
 @click.pass_context
-def verify_cmd(ctx, model, golden, threads, json_out):
+def verify_cmd(ctx, model, golden, by_name, threads, json_out):
     """Check MODEL against the golden outputs recorded at export time (GOLDEN.npz).
 
     Runs the recorded images through the model and compares its probabilities with the
     recorded ones within the recorded tolerance. Exit 0 when they hold; 1, with the worst
     deviations, when not. Needs neither TensorFlow nor the dataset.
+
+    MODEL is matched to its golden entry by content (sha256): a renamed file still verifies,
+    and a changed one (even under the same name) is refused. --by-name checks a re-exported
+    file against the entry of its name instead, and says so.
     """
-    from .._term import format_table
+    from .._term import format_table, printable
     from ..runtime.classifier import load_classifier
     from ..runtime.verify import verify_golden
 
     clf = load_classifier(model, threads=threads)
-    report = verify_golden(clf, golden)
+    report = verify_golden(clf, golden, by_name=by_name)
     emit_json(json_out, report.to_dict())
     if not json_to_stdout(json_out):
         verdict = "OK" if report.passed else "FAILED"
         click.echo(f"{verdict}: {clf.path.name} ({clf.format}, {clf.precision}, {clf.threads} thread{'' if clf.threads == 1 else 's'}) on "
                    f"{report.images} golden images: max |difference| {report.max_abs_diff:.6f}, "
                    f"tolerance {report.atol:g}, top-1 agreement {100 * report.top1_agreement:.1f}%")
+        if report.matched_by == "name":
+            click.echo(f"matched by name to the golden entry {printable(report.entry)}: this is not the file the "
+                       "golden record was made for (its sha256 differs or is not recorded)")
         if not report.passed:
             rows = [(d.image, d.label, f"{d.expected:.6f}", f"{d.got:.6f}", f"{d.abs_diff:.6f}",
                      "over" if d.abs_diff > report.atol else "")

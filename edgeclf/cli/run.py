@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..job import RUN_DEFAULTS
+from ..train.zoo import DEFAULT_MODEL
 from ..runtime.layout import JobDir
 from ._options import threads_option
 
@@ -14,7 +15,7 @@ DATA, RUN, EXPORT, REPORT, COMPARE_JSON = JobDir.DATA, JobDir.RUN, JobDir.EXPORT
 
 @click.command("run")
 @click.argument("data", required=False, type=click.Path())
-@click.option("--model", default=RUN_DEFAULTS["model"], show_default=True,
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model variant to train (see `edgeclf models`).")
 @click.option("--out", "out", default="edgeclf-run", show_default=True, type=click.Path(file_okay=False),
               help=f"Directory for everything: {DATA}/, {RUN}/, {EXPORT}/, {REPORT}/, {COMPARE_JSON}.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..runtime.spec import DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
-from ..train.zoo import MODELS
+from ..runtime.spec import DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, MixedPrecision, Optimizer, choices
+from ..train.zoo import DEFAULT_MODEL, MODELS
 from ._options import emit_json, json_option, json_to_stdout
 
 COMMANDS: list[click.Command] = []
@@ -31,13 +31,13 @@ def parse_image_size(value):
 
 @click.command("train")
 @click.argument("data", type=click.Path())
-@click.option("--model", "model", type=click.Choice(list(MODELS)), default="tutorial_cnn_aug", show_default=True)
+@click.option("--model", "model", type=click.Choice(list(MODELS)), default=DEFAULT_MODEL, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--image-size", default=None,
               help="S or HxW. Default: the size all images share, else the model's tutorial size.")
 @click.option("--epochs", default=20, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "sgd"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(choices(Optimizer)), default=Optimizer.ADAM.value, show_default=True)
 @click.option("--learning-rate", type=float, default=None,
               help="Default 1e-3 (adam, rmsprop) or 1e-2 (sgd, momentum 0.9).")
 @click.option("--val-split", default=DEFAULT_VAL_SPLIT, show_default=True, type=float,
@@ -56,7 +56,7 @@ def parse_image_size(value):
               help="Stop when val loss has not improved for PATIENCE epochs (best weights kept).")
 @click.option("--stop-at-accuracy", type=float, default=None, metavar="X",
               help="Stop once training accuracy reaches X (e.g. 0.95).")
-@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--mixed-precision", type=click.Choice(choices(MixedPrecision)), default=MixedPrecision.AUTO.value, show_default=True,
               help="auto: on for GPUs with compute capability 7.0 or newer.")
 @click.option("--no-cache", is_flag=True, help="Decode into memory without the disk cache.")
 @click.option("--decode-workers", type=int, default=None, help="Image-decoding processes (default: one per CPU).")

@@ -1,10 +1,11 @@
 """Class-per-folder datasets: ``root/<class>/**/<image>``, class names sorted as Keras sorts them.
 
 Scanning only lists files; decoding (and so finding the unreadable ones) is the cache's job.
-Hidden files and folders (``.DS_Store``, ``.git``) are ignored, symlinked folders are followed
-only inside their own class folder (once; a link up the tree or out of it is listed as ignored),
-a file reached twice through links keeps its first label only, and files whose suffix is not an
-image suffix are listed as ignored rather than read.
+Hidden files and folders (``.DS_Store``, ``.git``) are ignored, symlinked folders and files are
+followed only inside their own class folder (folders once; a link up the tree or out of it is
+listed as ignored), a file reached twice through links keeps its first label only, files whose
+suffix is not an image suffix are listed as ignored rather than read, and a class folder whose
+name holds a control character (a newline, ESC) is refused: it would become a label.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._term import has_control_character, printable
 from ..errors import DataError
 from ..runtime.preprocess import IMAGE_SUFFIXES, is_image_file
 
@@ -85,7 +87,11 @@ def _walk_images(top: Path) -> tuple[list[str], list[tuple[str, str]]]:
             if _hidden(name):
                 continue
             path = os.path.join(dirpath, name)
-            if is_image_file(name):
+            if os.path.islink(path) and not _inside(os.path.realpath(path), base):
+                # as with folders: a link out of the class folder would pull in foreign files
+                ignored.append((os.path.abspath(path), f"symlink to a file outside its class folder "
+                                f"({os.path.realpath(path)}); not followed"))
+            elif is_image_file(name):
                 images.append(os.path.abspath(path))
             else:
                 ignored.append((os.path.abspath(path), "not an image suffix "
@@ -123,6 +129,11 @@ def scan_folder(root, *, what: str = "data directory") -> ImageFolder:
         raise DataError(f"cannot read {what} {root} ({exc.strerror or exc})") from None
     root = root.resolve()
     classes = sorted(e.name for e in entries if not _hidden(e.name) and e.is_dir())
+    for name in classes:
+        if has_control_character(name):
+            # The name becomes a label: printed, written one per line in labels files, shown by apps.
+            raise DataError(f"{what} {printable(root)}: the class folder name '{printable(name)}' holds a control "
+                            "character (a newline, an escape, ...); rename the folder to a plain name")
     loose = [e.name for e in entries if not _hidden(e.name) and e.is_file() and is_image_file(e.name)]
     if not classes:
         if loose:

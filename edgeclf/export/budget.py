@@ -500,7 +500,7 @@ def meet_budget(name: str, budget: Budget, ranking: LayerErrors, *, full_file: b
                     "limit: try --io float32, more --calibration images, or qat")
         msg = (f"{name}: the budget ({budget.describe()}) cannot be met: {'; '.join(failures)} with the best file "
                f"found ({chosen} of {len(layers)} layers float, agreement {_pct(final['agreement'])}, accuracy "
-               f"{_pct(final['accuracy'])}); that file is written{hint}")
+               f"{_pct(final['accuracy'])}); the file is not delivered{hint}")
     rank = {x.layer: i for i, x in enumerate(ranking.layers, 1)}
     result = BudgetResult(
         file=name, budget={"max_accuracy_drop": budget.max_accuracy_drop, "min_agreement": budget.min_agreement},

@@ -62,6 +62,9 @@ def export_model(source, out, options: Optional[ExportOptions] = None, **changes
     _check_request(out, source, opts)
     src, source_kind = _load(source, opts)
     images = _Images(src, opts)
+    if opts.max_accuracy_drop is not None and not images.check.has_labels:
+        raise UsageError("--max-accuracy-drop needs labelled validation images (a run directory or --data DATA); "
+                         "--min-agreement needs none")
     jobs, left = plan_jobs(opts.formats, opts.precisions, has_calibration=images.cal_pool,
                            has_training=images.has_training)
     for fmt, p, why in left:
@@ -125,8 +128,11 @@ def _check_request(out: Path, source, opts: ExportOptions) -> None:
         raise UsageError(f"--out {out} exists and is a file; choose a folder name")
     if out.exists() and not opts.overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
-    # --overwrite must never replace what the export reads (the run, its model file, the data).
-    check_out_dir(out, True, inside=(source, opts.data, opts.calibration))
+    # --overwrite must never replace what the export reads (the run, its model file, the data it
+    # was trained on, --data, --calibration).
+    from .source import source_inputs
+
+    check_out_dir(out, True, inside=source_inputs(source, opts.data, opts.calibration))
     wanted, _ = plan_jobs(opts.formats, opts.precisions)
     full_integer = [j for j in wanted if j.format is Format.TFLITE and j.precision in (Precision.INT8, Precision.QAT)]
     if opts.io is not None and not full_integer:
@@ -258,11 +264,12 @@ def _run_job(job: Job, ctx: ConvertContext, stage: CheckStage, tmp: Path, files:
     name, t0 = job.name, time.monotonic()
     info(f"{step} {name}: converting ...")
 
-    def kept_out(stage_name: str, reason: str, verdict=None) -> NotExported:
+    def kept_out(stage_name: str, reason: str, verdict=None, budget=None) -> NotExported:
         word = "FAILED its check" if stage_name == "check" else "skipped"
         info(f"{step} {name}: {word}: {reason}")
         return NotExported(name, job.format.value, job.precision.value, reason, stage_name,
-                           explicit=explicit and job.deliver, check=None if verdict is None else verdict.to_dict())
+                           explicit=explicit and job.deliver, check=None if verdict is None else verdict.to_dict(),
+                           budget=budget)
 
     try:
         data = job.converter.convert(ctx, job)
@@ -274,7 +281,8 @@ def _run_job(job: Job, ctx: ConvertContext, stage: CheckStage, tmp: Path, files:
     except Exception as exc:  # noqa: BLE001 - a file its own engine cannot run is not delivered
         return kept_out("check", f"the runtime could not run it: {_reason(exc)}")
     if not verdict.passed:
-        return kept_out("check", verdict.reason, verdict)
+        why = verdict.reason + (f"; {budget['message']}" if budget else "")
+        return kept_out("check", why, verdict, budget)
     if job.format is Format.ONNX:
         ctx.delivered_onnx[job.precision] = data
     if not job.deliver:

@@ -189,6 +189,7 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
         width = int(out_spec[0].shape[-1])
     else:
         keras_model = _load_keras(ins)
+        _check_has_graph(keras_model, path)
         if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
             raise ModelFileError(f"{path}: the model has {len(keras_model.inputs)} inputs and "
                                  f"{len(keras_model.outputs)} outputs; edgeclf exports classifiers with one of each")
@@ -241,6 +242,16 @@ def _parse_output_kind(value) -> OutputKind:
     except ValueError:
         raise UsageError(f"unknown --output-kind {value!r}; choose from: "
                          f"{', '.join(k.value for k in OutputKind)}") from None
+
+def _check_has_graph(model, path: Path) -> None:
+    """Refuse a loaded object without a graph of layers: a subclassed model has no inputs, and
+    tf_keras gives back a bare object for a SavedModel whose keras_metadata.pb is empty."""
+    if not isinstance(getattr(model, "inputs", None), (list, tuple)) or \
+            not isinstance(getattr(model, "outputs", None), (list, tuple)):
+        raise ModelFileError(f"{path}: holds no Keras model with defined inputs and outputs (a subclassed model, or a "
+                             "SavedModel whose keras_metadata.pb is empty or damaged); build the model from built-in "
+                             "layers (Sequential or functional) and save it again, or save it with model.export(DIR)")
+
 
 def _load_keras(ins: Inspected):
     """Deserialize an inspected Keras file with the Keras that wrote it, in safe mode."""

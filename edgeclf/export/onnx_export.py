@@ -76,8 +76,22 @@ def convert_onnx(model, *, output_kind: OutputKind, opset: int = OPSET):
         dim0.ClearField("dim_value")
         dim0.dim_param = "batch"
     proto.producer_name = "edgeclf"
-    onnx.checker.check_model(proto)
+    # tf2onnx leaves a TensorFlow op it has no ONNX equivalent for in the graph (a fake-quant
+    # op of a nested QAT model, say); name it rather than ONNX's checker error.
+    known = _onnx_ops(onnx)
+    foreign = sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx") and n.op_type not in known})
+    if foreign:
+        raise ExportError(f"ONNX conversion left TensorFlow op(s) that ONNX has no equivalent for: "
+                          f"{', '.join(foreign)}; this model cannot be written as this ONNX file")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the converted ONNX file is not valid ONNX: {first_line(exc)}") from None
     return proto
+
+
+def _onnx_ops(onnx) -> frozenset:
+    return frozenset(s.name for s in onnx.defs.get_all_schemas())
 
 
 def store_qat_weights_as_int8(proto):

@@ -44,6 +44,7 @@ class NotExported:
     stage: str  # "plan" (not possible with this data), "convert", "check"
     explicit: bool = False  # asked for by name (then the export exits 1)
     check: Optional[dict] = None  # the figures, when the file was measured
+    budget: Optional[dict] = None  # the accuracy budget's search, when one ran and could not meet the gate
 
     def to_dict(self) -> dict:
         return asdict(self)

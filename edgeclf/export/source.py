@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .._term import info
-from ..errors import DataError, ModelFileError, UsageError
+from ..errors import DataError, ModelFileError, OptionError, UsageError
 from ..runtime.layout import RunDir
 from ..runtime.metadata import file_sha256, read_labels_file
-from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, OutputKind,
-                            check_output_width)
+from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, MAX_SEED,
+                            OutputKind, check_output_width)
 from ..runtime.preprocess import is_image_file
 from .calibration import ImageBank
 from .keras_load import InputRange, LoadedModel, load_keras_model  # noqa: F401 - the one Keras door
 
-__all__ = ["ModelSource", "load_source", "load_keras_model", "LoadedModel"]
+__all__ = ["ModelSource", "load_source", "load_keras_model", "LoadedModel", "source_inputs"]
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -58,6 +58,14 @@ def _sha256_of(path: Path) -> str:
         h.update(str(p.relative_to(path)).encode())
         h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+def source_inputs(source, *more) -> tuple:
+    """Everything an export (or explain-quant) of ``source`` reads, for the output checks: the
+    source, the other inputs given (``--data``, ``--calibration``), and for a run directory the
+    data it was trained on, which its split reads again."""
+    roots = RunDir(source).data_roots() if RunDir.is_run(source) else ()
+    return (source, *more, *roots)
 
 
 ONE_UNIT_WITHOUT_SIGMOID = ("the model ends in one unit without a sigmoid; edgeclf needs a binary model to end in "
@@ -156,6 +164,8 @@ def load_source(source, *, labels_file=None, data=None, calibration=None, seed: 
             inferred (a run's model takes 0..255). The exported files still take 0..255.
         output_kind: logits / probabilities / sigmoid; default: the run's, else inferred.
     """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise OptionError("seed", f"must be a whole number from 0 to {MAX_SEED}; got {seed!r}")  # as train's
     path = Path(source)
     if not path.exists():
         raise UsageError(f"source not found: {path}; give a run directory or a .keras/.h5/SavedModel model")

@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._term import printable
 from ..runtime.spec import INPUT_NAME, ModelSpec, OutputKind
 from ..runtime.layout import RunDir
 
@@ -68,7 +69,7 @@ def labels_file_text(meta: ModelSpec) -> str:
     holds that label only.
     """
     labels = meta.labels[1:] if meta.output_kind is OutputKind.SIGMOID else meta.labels
-    return "".join(f"{label}\n" for label in labels)
+    return "".join(f"{printable(label)}\n" for label in labels)  # a label never splits a line
 
 
 def build_standard_metadata(meta: ModelSpec, card: Optional[ModelCard] = None) -> bytes:

@@ -21,6 +21,13 @@ _LAZY = {
     "OutputKind": "edgeclf.runtime.spec",
     "load_image": "edgeclf.runtime.preprocess",
     "verify_golden": "edgeclf.runtime.verify",
+    "open_source": "edgeclf.runtime.frames",
+    "Frame": "edgeclf.runtime.frames",
+    "FolderSource": "edgeclf.runtime.frames",
+    "VideoSource": "edgeclf.runtime.frames",
+    "FrameStream": "edgeclf.runtime.stream",
+    "FrameResult": "edgeclf.runtime.stream",
+    "StreamSummary": "edgeclf.runtime.stream",
     "GoldenReport": "edgeclf.runtime.verify",
 }
 

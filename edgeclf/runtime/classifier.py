@@ -19,10 +19,11 @@ from ..errors import ModelFileError, UsageError
 from .backend import MAX_THREADS, check_rows, load_backend, threads_arg
 from .cpu import physical_cores
 from .metadata import metadata_for_labels, read_labels_file
-from .spec import ModelSpec, OutputKind
+from .spec import ModelSpec, OutputKind, check_label_count
 
 if TYPE_CHECKING:
     from .preprocess import ImageSource
+    from .stream import FrameStream
 
 # Images preprocessed and run together in ``predict``; bounds memory for long lists.
 CHUNK = 32
@@ -228,6 +229,36 @@ class Classifier:
                 results.append(self.to_prediction(row, top_k=k, source=source))
         return results
 
+    def stream(self, frames, *, top_k: int = 1, every: int = 1, max_fps: Optional[float] = None,
+               max_frames: Optional[int] = None) -> "FrameStream":
+        """Classify frames as they come: a camera, a video, a folder that fills up, or your own.
+
+        Args:
+            frames: a source from ``open_source`` (camera index, video file, URL, folder), or any
+                iterable of images ``predict`` takes (RGB uint8 arrays of any size, PIL images,
+                paths), e.g. a generator over your own camera's frames.
+            top_k: list the ``k`` most likely labels in each prediction.
+            every: classify every Nth frame; the others are counted as skipped.
+            max_fps: classify at most this many frames per second (of video time for a file,
+                of wall time otherwise); the others are counted as skipped.
+            max_frames: stop after reading this many frames.
+
+        Returns:
+            A ``FrameStream``: iterate it for one ``FrameResult`` per frame read (``prediction``
+            is set on the classified ones); ``summary()`` gives counts, frames per second,
+            per-stage latency and peak memory. A frame that cannot be decoded is a
+            ``failed`` result, never an exception.
+
+        Example:
+            >>> from edgeclf.runtime import open_source                  # doctest: +SKIP
+            >>> run = clf.stream(open_source("clip.mp4"), max_fps=5)       # doctest: +SKIP
+            >>> labels = [r.prediction.label for r in run if r.prediction]  # doctest: +SKIP
+            >>> run.summary().classified                                   # doctest: +SKIP
+        """
+        from .stream import FrameStream
+
+        return FrameStream(self, frames, top_k=top_k, every=every, max_fps=max_fps, max_frames=max_frames)
+
     def to_prediction(self, row: np.ndarray, *, top_k: int = 1, source: Optional[str] = None) -> Prediction:
         """A ``Prediction`` from one row of ``predict_scores`` (or ``predict_proba``)."""
         # Stable: an exact tie goes to the lower index, the label MediaPipe's ImageClassifier
@@ -310,9 +341,10 @@ def load_classifier(path: Union[str, os.PathLike], *, threads: Optional[int] = N
         source = "labels given" if not isinstance(labels, (str, os.PathLike)) else f"labels file {labels}"
     elif given is not None:
         kind = meta.output_kind
-        if kind is OutputKind.SIGMOID and len(given) != 2:
-            raise ModelFileError(f"{backend.path}: a sigmoid (binary) model needs exactly 2 labels; "
-                                 f"got {len(given)}")
+        try:
+            check_label_count(kind, len(given))
+        except ValueError as exc:
+            raise ModelFileError(f"{backend.path}: {exc}") from None
         meta = meta.with_(labels=given)
         source = "labels given" if not isinstance(labels, (str, os.PathLike)) else f"labels file {labels}"
     else:

@@ -102,6 +102,19 @@ class RunDir:
         path = self.path / self.CONFIG
         return _read_json(path, "run configuration", self._FIX) if path.exists() else {}
 
+    def data_roots(self) -> tuple[str, ...]:
+        """The data folders the run was trained on, as ``split.json`` and ``config.json`` record
+        them (nothing for files that are missing or unreadable: loading says what is wrong)."""
+        roots = []
+        for name, keys in ((self.SPLIT, ("root", "val_dir")), (self.CONFIG, ("data", "val_dir"))):
+            try:
+                d = json.loads((self.path / name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+                continue
+            if isinstance(d, dict):
+                roots += [d[k] for k in keys if isinstance(d.get(k), str) and d[k]]
+        return tuple(dict.fromkeys(roots))
+
     def has_split(self) -> bool:
         return (self.path / self.SPLIT).is_file()
 
@@ -168,16 +181,6 @@ class JobDir:
 
 
 SYNTH_RECORD = ".edgeclf-synth.json"  # what ``data synth`` wrote, inside the dataset
-
-# Folders edgeclf wrote before its marker file existed, recognised by the files only edgeclf
-# writes together (``--overwrite`` may replace those, never a user's own folder).
-LEGACY_SIGNATURES = (
-    (RunDir.CONFIG, RunDir.MODEL, RunDir.SPLIT),
-    (ExportDir.REPORT, ExportDir.GOLDEN),
-    (SYNTH_RECORD,),
-    (JobDir.INCOMPLETE,),
-    (JobDir.COMPARE, JobDir.RUN, JobDir.EXPORT),
-)
 
 MODEL_SUFFIXES = tuple(f".{f.value}" for f in Format)
 

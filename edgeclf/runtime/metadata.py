@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import unicodedata
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -85,6 +86,10 @@ def read_labels_file(path) -> tuple[str, ...]:
         labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise UsageError(f"labels file {p} holds no labels; write one label per line")
+    bad = next((label for label in labels if any(unicodedata.category(ch) == "Cc" for ch in label)), None)
+    if bad is not None:
+        raise UsageError(f"labels file {p}: the label {bad!r} holds a control character (a newline, an escape, "
+                         "...); write plain labels")
     if len(set(labels)) != len(labels):
         raise UsageError(f"labels file {p} repeats a label; each line must be unique")
     return tuple(labels)

@@ -100,6 +100,22 @@ class InputRange(str, Enum):
                          "(the values the model was trained on)")
 
 
+class Optimizer(str, Enum):
+    """The optimizer training uses."""
+
+    ADAM = "adam"
+    RMSPROP = "rmsprop"
+    SGD = "sgd"
+
+
+class MixedPrecision(str, Enum):
+    """Mixed float16 training: on a GPU that has it (auto), always, or never."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 def choices(enum: type[Enum]) -> list[str]:
     """The values of ``enum``, in declaration order: what a CLI option offers."""
     return [m.value for m in enum]
@@ -127,6 +143,8 @@ SUPPORTED_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 # ---- defaults, declared once -----------------------------------------------------------------
 
 DEFAULT_SEED = 123
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are 32-bit
+MAX_EPOCHS = 10_000  # a bound, so that a typo (1000000000000) is refused, not trained until killed
 # The name of every exported file's input tensor (Keras Input, ONNX graph input, TFLite metadata).
 INPUT_NAME = "image"
 DEFAULT_VAL_SPLIT = 0.2
@@ -270,8 +288,7 @@ class ModelSpec:
             if not isinstance(vr, list) or len(vr) != 2 or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in vr):
                 raise ValueError("value_range must be [low, high]")
-            if kind is OutputKind.SIGMOID and len(labels) != 2:
-                raise ValueError("a sigmoid model needs exactly 2 labels")
+            check_label_count(kind, len(labels))
             # The runtime feeds NHWC RGB 0..255 and knows these resize methods; a file that
             # asks for anything else would silently get the wrong pixels.
             if d.get("layout", "NHWC") not in _LAYOUTS:
@@ -317,17 +334,21 @@ def check_labels(labels: Sequence[str]) -> None:
         raise ValueError(f"label{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} repeated")
 
 
-def check_output_width(kind: OutputKind, num_labels: int, width: int) -> None:
-    """Raise ValueError when an output of ``width`` cannot hold ``num_labels`` labels of ``kind``.
+def check_label_count(kind: OutputKind, num_labels: int, what: str = "labels") -> None:
+    """Raise ValueError unless ``num_labels`` suits an output of ``kind``: the one statement of
+    the rule "a sigmoid model (one unit, the probability of the second label) has exactly two
+    labels; any other model at least two"."""
+    if OutputKind(kind) is OutputKind.SIGMOID and num_labels != 2:
+        raise ValueError(f"a sigmoid (binary) model needs exactly 2 {what}, not {num_labels}")
 
-    The one statement of the rule "a sigmoid model has one unit and exactly two labels; any
-    other model has one output per label".
-    """
+
+def check_output_width(kind: OutputKind, num_labels: int, width: int) -> None:
+    """Raise ValueError when an output of ``width`` cannot hold ``num_labels`` labels of ``kind``:
+    a sigmoid output has one unit (and two labels); any other model one output per label."""
     kind = OutputKind(kind)
     if kind is OutputKind.SIGMOID:
         if width != 1:
             raise ValueError(f"a sigmoid output has one unit, this one has {width}")
-        if num_labels != 2:
-            raise ValueError(f"a sigmoid model needs exactly 2 labels, not {num_labels}")
+        check_label_count(kind, num_labels)
     elif width != num_labels:
         raise ValueError(f"{num_labels} labels but the model has {width} outputs")

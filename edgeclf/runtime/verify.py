@@ -4,8 +4,10 @@ and compare its probabilities with the recorded ones, within the recorded tolera
 ``golden.npz`` (written by ``edgeclf export``) holds ``images`` (uint8 N,H,W,3) and, for each
 exported file basename F, ``probs::F`` (float32 N,C, as the runtime computes them),
 ``atol::F`` (float64 scalar) and ``sha256::F`` (the file's sha256, hex). A model is matched to
-its entry by its content (sha256), so a renamed file still verifies; by name only for golden
-files without hashes. Neither TensorFlow nor the dataset is needed.
+its entry by its content (sha256), so a renamed file still verifies and a changed file (labels
+swapped in its metadata, a re-export) never passes as the one the golden file was made for;
+by name only for golden files without hashes, or when the caller asks (``by_name``: checking a
+re-exported file against the entry of its name). Neither TensorFlow nor the dataset is needed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -21,6 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import DataError, first_line
+from .archive import ZipLimits, read_npz
 from .backend import read_model_bytes
 from .classifier import Classifier, load_classifier
 from .layout import ExportDir
@@ -47,6 +49,7 @@ class GoldenReport:
     model: str
     golden: str
     entry: str  # the file basename the golden entry is recorded under
+    matched_by: str  # "sha256" (the very file the golden entry was made for) or "name"
     images: int
     atol: float
     max_abs_diff: float
@@ -62,6 +65,9 @@ class GoldenReport:
 
 # A golden file holds a few small images; anything this large is not one.
 MAX_GOLDEN_BYTES = 1 << 30
+
+# What its arrays may unpack to: each, and all together (edgeclf writes it uncompressed).
+GOLDEN_LIMITS = ZipLimits(member=512 << 20, total=MAX_GOLDEN_BYTES, members=10_000)
 
 
 def load_golden(path) -> dict[str, np.ndarray]:
@@ -80,20 +86,7 @@ def load_golden(path) -> dict[str, np.ndarray]:
     if st.st_size > MAX_GOLDEN_BYTES:
         raise DataError(f"{p}: {st.st_size:,} bytes is too large for a golden file; give the golden.npz "
                         "written by edgeclf export")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"{p}: a single .npy array, not a golden .npz archive; give the golden.npz written "
-                            "by edgeclf export")
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DataError(f"golden file not found: {p}") from None
-    except IsADirectoryError:
-        raise DataError(f"{p} is a directory; give the golden.npz file inside it") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RecursionError) as exc:
-        raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
-                        "export directory") from None
+    arrays = read_golden_arrays(p)
     if ExportDir.GOLDEN_KEY_IMAGES not in arrays:
         raise DataError(f"{p}: no 'images' array; this is not a golden file written by edgeclf export")
     images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
@@ -106,18 +99,55 @@ def load_golden(path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _entry_for(clf: Classifier, arrays: dict, golden) -> tuple[str, str]:
-    """The golden entry name for ``clf``'s file and how it was found ("sha256" or "name")."""
+def read_golden_arrays(p: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``p``, each zip and .npy header checked (sizes, dtype) before any allocation."""
+    with open(p, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise DataError(f"{p}: a single .npy array, not a golden .npz archive; give the golden.npz written "
+                            "by edgeclf export")
+
+    def error(msg: str) -> DataError:
+        return DataError(f"{msg}; copy golden.npz again from the export directory")
+
+    try:
+        return read_npz(p, error=error, limits=GOLDEN_LIMITS, what="golden .npz file")
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"{p}: not a readable golden .npz file ({first_line(exc)}); copy it again from the "
+                        "export directory") from None
+
+
+NOT_THE_FILE = "this file is not the one golden.npz was made for"
+
+
+def _entry_for(clf: Classifier, arrays: dict, golden, *, by_name: bool = False) -> tuple[str, str]:
+    """The golden entry name for ``clf``'s file and how it was found ("sha256" or "name").
+
+    A golden file that records hashes vouches only for those files: any other content is
+    refused, whatever its name, unless ``by_name`` asks for the entry of the file's name."""
     digest = _sha256(clf.path)
-    for key, value in arrays.items():
-        if key.startswith(SHA256) and value.dtype.kind == "U" and value.shape == () and str(value) == digest:
-            return key[len(SHA256):], "sha256"
+    hashes = {key[len(SHA256):]: str(value) for key, value in arrays.items()
+              if key.startswith(SHA256) and value.dtype.kind == "U" and value.shape == ()}
     name = clf.path.name
-    if PROBS + name in arrays:
-        return name, "name"
+    if by_name:
+        if PROBS + name in arrays:
+            return name, "sha256" if hashes.get(name) == digest else "name"
+    else:
+        for entry, recorded in hashes.items():
+            if recorded == digest and PROBS + entry in arrays:
+                return entry, "sha256"
+        if hashes:
+            same_name = (f"; its name matches the entry for {name}, but its content differs from the file "
+                         "that entry was recorded for" if PROBS + name in arrays else "")
+            raise DataError(f"{clf.path}: {NOT_THE_FILE} (its sha256 {digest[:12]}... matches none of the "
+                            f"{len(hashes)} files recorded in {golden}{same_name}); give the file export wrote "
+                            "beside this golden.npz, or pass --by-name to check a re-exported file against the "
+                            "entry of its name")
+        if PROBS + name in arrays:
+            return name, "name"
     have = sorted(k[len(PROBS):] for k in arrays if k.startswith(PROBS))
     listed = ", ".join(have) if have else "none"
-    raise DataError(f"{golden}: no golden entry for {name} (by content or by name; it has entries for: {listed}); "
+    how = "by name" if by_name else "by content or by name"
+    raise DataError(f"{golden}: no golden entry for {name} ({how}; it has entries for: {listed}); "
                     "use the golden.npz written with this model")
 
 
@@ -139,24 +169,27 @@ def _atol(arrays: dict, name: str, golden) -> float:
 
 
 def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads: Optional[int] = None,
-                  worst: int = 5) -> GoldenReport:
+                  worst: int = 5, by_name: bool = False) -> GoldenReport:
     """Check a model file against the golden outputs recorded for it.
 
     Args:
         model: a ``Classifier`` or a model file path (loaded with ``threads``).
         golden: the ``golden.npz`` written by ``edgeclf export`` beside the model files.
         worst: how many of the largest deviations to keep in the report.
+        by_name: check the file against the entry of its name even when its content is not
+            the one recorded (a re-exported file); by default a golden file that records
+            hashes accepts only the very files it was made for.
 
     Returns:
         A ``GoldenReport``; it does not raise when the check fails (``passed`` is False).
 
     Raises:
-        DataError: the golden file is unreadable, has no entry for this model, or its images
-            do not fit the model.
+        DataError: the golden file is unreadable, has no entry for this model (by content when
+            it records hashes), or its images do not fit the model.
     """
     clf = model if isinstance(model, Classifier) else load_classifier(model, threads=threads)
     arrays = load_golden(golden)
-    name, _ = _entry_for(clf, arrays, golden)
+    name, matched_by = _entry_for(clf, arrays, golden, by_name=by_name)
     images = arrays[ExportDir.GOLDEN_KEY_IMAGES]
     recorded = arrays[PROBS + name]
     if recorded.dtype.kind != "f":
@@ -186,7 +219,7 @@ def verify_golden(model: Union[Classifier, str, os.PathLike], golden, *, threads
     max_diff = float(per_image.max()) if len(per_image) else 0.0
     agree = top1_agreement(got, expected) if len(images) else 1.0
     return GoldenReport(
-        model=str(clf.path), golden=str(golden), entry=name, images=int(len(images)), atol=atol,
-        max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
+        model=str(clf.path), golden=str(golden), entry=name, matched_by=matched_by, images=int(len(images)),
+        atol=atol, max_abs_diff=max_diff, top1_agreement=agree, passed=bool(max_diff <= atol),
         worst=tuple(deviations),
     )

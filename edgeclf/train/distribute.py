@@ -19,7 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from ..errors import EdgeclfError, OptionError, UsageError
 
@@ -67,7 +67,10 @@ def parse_workers(workers: str, index: int) -> Cluster:
         raise OptionError("workers", f"needs at least two HOST:PORT addresses, comma-separated; got {workers!r}")
     if len(set(addrs)) != len(addrs):
         raise OptionError("workers", f"names an address twice: {workers!r}")
-    if index is None or not 0 <= index < len(addrs):
+    if index is None:
+        raise OptionError("worker_index", f"is needed with workers: this machine's place in the list, 0 on "
+                                          f"{addrs[0]} (the chief) ... {len(addrs) - 1} on {addrs[-1]}")
+    if not 0 <= index < len(addrs):
         raise OptionError("worker_index", f"must be 0..{len(addrs) - 1} for {len(addrs)} workers; got {index}")
     return Cluster(addrs, int(index))
 
@@ -76,6 +79,16 @@ def tf_config(cluster: Cluster) -> str:
     """The ``TF_CONFIG`` value that describes ``cluster`` (all workers; worker 0 leads)."""
     return json.dumps({"cluster": {"worker": list(cluster.workers)},
                        "task": {"type": "worker", "index": cluster.index}})
+
+
+def _job_list(jobs: dict, name: str) -> list[str]:
+    tasks = jobs.get(name, [])
+    if not isinstance(tasks, list) or not all(isinstance(a, str) for a in tasks):
+        # a bare "host:port" would otherwise be read one character at a time
+        example = json.dumps([tasks] if isinstance(tasks, str) else ["host:port", "host:port"])
+        raise UsageError(f'{TF_CONFIG}: cluster "{name}" must be a list of "HOST:PORT" strings, not '
+                         f"{json.dumps(tasks)[:80]}; write {example}")
+    return tasks
 
 
 def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluster]:
@@ -87,8 +100,7 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluste
         d = json.loads(raw)
         jobs = d["cluster"]
         task = d["task"]
-        chief = [str(a) for a in jobs.get("chief", [])]
-        workers = [str(a) for a in jobs.get("worker", [])]
+        chief, workers = (_job_list(jobs, name) for name in ("chief", "worker"))
         kind, index = str(task["type"]), int(task["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{TF_CONFIG} is not valid ({type(exc).__name__}: {exc}); it must be JSON like "
@@ -107,37 +119,97 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Optional[Cluste
 
 
 _WATCHDOG = """\
-import os, select, signal, sys
-ready, _, _ = select.select([sys.stdin], [], [], float(sys.argv[2]))
-if not ready:  # nobody cancelled in time: say why, then end the stuck process
-    sys.stderr.write(sys.argv[3] + "\\n")
+import os, select, signal, sys, time
+pid, seconds, message, stopped_msg = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+names = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated"}
+watched = [int(n) for n in sys.argv[5].split(",") if n]
+
+
+def say(line):
+    sys.stderr.write(line + "\\n")
     sys.stderr.flush()
-    os.kill(int(sys.argv[1]), signal.SIGKILL)
+
+
+def stopped(signum, frame):
+    # The waiting process got the same signal from its group. SIGINT takes its default action
+    # there (it ends at once); SIGTERM is taken by TensorFlow's preemption notifier, so a process
+    # still there after a moment is ended here.
+    say(names[signum] + stopped_msg)
+    for _ in range(50):
+        if os.getppid() != pid:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    os._exit(0)
+
+
+for s in names:
+    signal.signal(s, stopped if s in watched else signal.SIG_IGN)
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+ready, _, _ = select.select([sys.stdin], [], [], seconds)
+if not ready:  # nobody cancelled in time: say why, then end the stuck process
+    say(message)
+    os.kill(pid, signal.SIGKILL)
+elif os.read(sys.stdin.fileno(), 1) != b"c":  # the process ended while it waited (a signal to it alone)
+    say("Stopped" + stopped_msg)
 """
+
+_STOPPED = " while waiting for the other workers of the cluster; nothing was written."
 
 
 class _Watchdog:
-    """Ends this process with ``message`` unless cancelled within ``seconds``.
+    """Ends this process with ``message`` unless cancelled within ``seconds``, and makes Ctrl-C
+    and SIGTERM work while it waits.
 
-    TensorFlow's cluster start-up blocks in C++ while it waits for every worker, holding the GIL
-    and ignoring SIGTERM, so no Python thread or signal handler can run: a small separate process
-    keeps the time. Closing its stdin cancels it (also when this process dies)."""
+    TensorFlow's cluster start-up blocks in C++ while it waits for every worker, holding the GIL,
+    so no Python thread or signal handler can run: a small separate process keeps the time.
+    For the same reason a Python handler for SIGINT/SIGTERM would only set a flag nobody reads,
+    so while the watchdog runs those signals take their default action (Ctrl-C ends this process
+    at once: the shell's 130) and the watchdog, in the same process group, catches the group's
+    signal, prints the one line that says what happened and ends this process if it is still
+    there half a second later (TensorFlow's preemption notifier takes SIGTERM once the wait has
+    begun). Closing its stdin cancels it (also when this process dies)."""
 
     def __init__(self, seconds: float, message: str):
+        import signal
         import subprocess
         import sys
+        import threading
 
+        self._saved: dict = {}
+        watched = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # an ignored signal stays ignored
+                    watched.append(int(sig))
         self._proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
-                                       f"Error: {message}"], stdin=subprocess.PIPE)
+                                       f"Error: {message}", _STOPPED, ",".join(map(str, watched))],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # Its handlers must be in place before a signal may end this process silently.
+        self._proc.stdout.readline()
+        for sig in watched:
+            self._saved[sig] = signal.signal(sig, signal.SIG_DFL)
 
     def cancel(self) -> None:
-        self._proc.stdin.close()
+        import signal
+
+        try:
+            self._proc.stdin.write(b"c")
+            self._proc.stdin.close()
+        except OSError:  # it has ended already (a signal, or the timeout)
+            pass
         self._proc.wait()
+        self._proc.stdout.close()
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
-def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WORKER_TIMEOUT_S):
+def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WORKER_TIMEOUT_S,
+                  say: Callable[[str], None] = lambda msg: None):
     """The strategy for this process: multi-worker for a cluster, mirrored for several GPUs,
-    else TensorFlow's default (one device)."""
+    else TensorFlow's default (one device). ``say`` tells that the wait for the cluster began."""
     if cluster is None:
         gpus = tf.config.list_physical_devices("GPU")
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -146,6 +218,7 @@ def make_strategy(tf, cluster: Optional[Cluster], *, timeout: float = DEFAULT_WO
     timer = _Watchdog(timeout, f"the cluster did not form within {timeout:g} s: not every worker of "
                                f"{', '.join(cluster.workers)} started (or a firewall blocks the ports); "
                                "start every worker with the same --workers list")
+    say(f"multi-worker training: {cluster.describe()}; waiting for all {cluster.size} workers")
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         from .._quiet import native_stderr_silenced

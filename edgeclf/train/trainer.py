@@ -17,27 +17,15 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_dir, check_out_dir, write_json, write_text
-from .._term import info
+from .._term import info, printable
 from ..errors import OptionError, UsageError
 from ..runtime.metrics import accuracy, confusion_matrix, majority_class, mean_log_loss
 from ..runtime.layout import RunDir
 from ..runtime.preprocess import image_size_arg
-from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, INPUT_NAME,
-                            ModelSpec, ResizeMethod, parse_enum)
+from ..runtime.spec import (DEFAULT_RESIZE, DEFAULT_SEED, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, INPUT_NAME, MAX_EPOCHS,
+                            MAX_SEED, MixedPrecision, ModelSpec, Optimizer, ResizeMethod, parse_enum)
 from . import zoo
 from .distribute import DEFAULT_WORKER_TIMEOUT_S, cluster_from_env, lost_worker, make_strategy, parse_workers
-
-
-class Optimizer(str, Enum):
-    ADAM = "adam"
-    RMSPROP = "rmsprop"
-    SGD = "sgd"
-
-
-class MixedPrecision(str, Enum):
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
 
 
 DEFAULT_LEARNING_RATES = {Optimizer.ADAM: 1e-3, Optimizer.RMSPROP: 1e-3, Optimizer.SGD: 1e-2}
@@ -54,7 +42,7 @@ class TrainConfig:
     ``stop_at_accuracy`` X: stop once training accuracy reaches X (the tutorials' callback).
     """
 
-    model: str = "tutorial_cnn_aug"
+    model: str = zoo.DEFAULT_MODEL
     image_size: tuple[int, int] | None = None
     epochs: int = 20
     batch_size: int = 32
@@ -84,10 +72,10 @@ class TrainConfig:
         mp = parse_enum(MixedPrecision, self.mixed_precision, name="mixed precision mode")
         rm = parse_enum(ResizeMethod, self.resize_method, name="resize method")
         size = None if self.image_size is None else image_size_arg(self.image_size)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise OptionError("seed", f"must be a whole number >= 0; got {self.seed!r}")
-        if self.epochs < 1:
-            raise OptionError("epochs", f"must be at least 1; got {self.epochs}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise OptionError("seed", f"must be a whole number from 0 to {MAX_SEED}; got {self.seed!r}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise OptionError("epochs", f"must be from 1 to {MAX_EPOCHS}; got {self.epochs}")
         if self.batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1; got {self.batch_size}")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -433,9 +421,7 @@ def _fit(d: _Data, cfg: TrainConfig, cluster, say, verbose: bool) -> _Fitted:
     keras.utils.set_random_seed(cfg.seed)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    if cluster is not None:
-        say(f"multi-worker training: {cluster.describe()}; waiting for all {cluster.size} workers")
-    strategy = make_strategy(tf, cluster, timeout=cfg.worker_timeout)
+    strategy = make_strategy(tf, cluster, timeout=cfg.worker_timeout, say=say)
     device = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
     if cluster is not None:
         device += f" x {cluster.size} workers"
@@ -573,7 +559,8 @@ def _write_run(out, overwrite: bool, d: _Data, fitted: _Fitted, cfg: TrainConfig
         run = RunDir(tmp)
         fitted.infer.save(run.model_path)
         write_json(run.file(RunDir.SPEC), spec.to_dict())
-        write_text(run.file(RunDir.LABELS), "".join(f"{n}\n" for n in class_names))
+        # for people and other tools, one per line: what could split a line or rewrite a screen is escaped
+        write_text(run.file(RunDir.LABELS), "".join(f"{printable(n)}\n" for n in class_names))
         write_json(run.file(RunDir.CONFIG), config)
         write_json(run.file(RunDir.SPLIT), d.split.to_dict())
         write_json(run.file(RunDir.HISTORY), fitted.history)

@@ -24,7 +24,7 @@ from typing import Callable
 from .._optional import import_keras
 from ..errors import OptionError, UsageError
 from ..runtime.preprocess import image_size_arg
-from ..runtime.spec import INPUT_NAME, OutputKind
+from ..runtime.spec import INPUT_NAME, OutputKind, check_label_count
 
 
 @dataclass(frozen=True)
@@ -263,11 +263,7 @@ def _load_weights(model, weights):
         raise UsageError(f"--weights {path} does not fit {model.name}: {exc}") from None
 
 
-def describe(name: str) -> str:
-    """One line about model ``name``."""
-    return MODELS[name].description
-
-
+DEFAULT_MODEL = "tutorial_cnn_aug"  # what `edgeclf train` and `edgeclf run` train unless told
 MAX_ALPHA = 2.0  # wider than any published MobileNet (1.4); far wider exhausts memory
 
 
@@ -282,9 +278,10 @@ def check_options(name: str, *, image_size=None, num_classes: int, weights=None,
     size = image_size_arg(entry.size if image_size is None else image_size)
     if min(size) < 8:
         raise UsageError(f"image size {size[0]}x{size[1]} is too small for {name} (at least 8 pixels)")
-    if name == "horse_human_cnn" and num_classes != 2:
-        raise UsageError(f"horse_human_cnn is a binary (one sigmoid unit) model and needs exactly 2 classes; "
-                         f"got {num_classes}")
+    try:
+        check_label_count(entry.head, num_classes, what="classes")
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
     transfer = entry.transfer
     if transfer and min(size) < 32:
         raise UsageError(f"{name} needs an image size of at least 32 pixels; got {size[0]}x{size[1]}")
