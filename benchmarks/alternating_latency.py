@@ -1,12 +1,15 @@
-"""Latency ratios of TFLite files to the first one, robust to a shared, noisy machine.
+"""Latency ratios of model files to the first one, robust to a shared, noisy machine.
 
-All files are loaded once (LiteRT, XNNPACK, the given threads), then timed in rounds: each
+All files are loaded once (.tflite: a LiteRT interpreter with XNNPACK; .onnx: the runtime's
+ONNX Runtime session, with its settings; the given threads), then timed in rounds: each
 round gives every file the minimum of a few invokes, one file after the other, so a burst of
 load from elsewhere hits every file of that round alike. Per file: the median over rounds of
 its minimum, and the median over rounds of its ratio to the first file of the same round.
 
     python benchmarks/alternating_latency.py exports/model_float32.tflite exports/model_*.tflite \\
         --threads 1 --rounds 30 --json benchmarks/results/alternating_latency.json
+
+Compare files of one format with each other (the first being that format's float32 file).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", help=".tflite files; ratios are to the first")
+    ap.add_argument("models", nargs="+", help=".tflite or .onnx files; ratios are to the first")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--invokes", type=int, default=5, help="invokes per file per round (minimum taken)")
@@ -38,23 +41,36 @@ def main(argv=None) -> int:
     from edgeclf._term import format_table
     from edgeclf.runtime.latency import system_info
 
-    its = []
+    calls = []
     for m in args.models:
-        with native_stderr_silenced():
-            it = Interpreter(model_path=m, num_threads=args.threads)
-            it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        if m.endswith(".onnx"):
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()  # as edgeclf.runtime.onnxrt sets them
+            opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = args.threads, 1, 3
+            opts.add_session_config_entry("session.x64quantprecision", "1")
+            sess = ort.InferenceSession(m, sess_options=opts, providers=["CPUExecutionProvider"])
+            inp = sess.get_inputs()[0]
+            dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+            shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+            feed = {inp.name: np.zeros(shape, dtype)}
+            calls.append(lambda s=sess, f=feed: s.run(None, f))
+        else:
+            with native_stderr_silenced():
+                it = Interpreter(model_path=m, num_threads=args.threads)
+                it.allocate_tensors()
+            d = it.get_input_details()[0]
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+            calls.append(it.invoke)
         for _ in range(5):
-            it.invoke()
-        its.append(it)
-    best = [[] for _ in its]
+            calls[-1]()
+    best = [[] for _ in calls]
     for _ in range(args.rounds):
-        for i, it in enumerate(its):
+        for i, call in enumerate(calls):
             b = float("inf")
             for _ in range(args.invokes):
                 t = time.perf_counter_ns()
-                it.invoke()
+                call()
                 b = min(b, time.perf_counter_ns() - t)
             best[i].append(b / 1e6)
     rows, out = [], []

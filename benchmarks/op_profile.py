@@ -16,149 +16,20 @@ operator type, so two precisions of one model can be laid side by side:
     python benchmarks/op_profile.py exports/model_float32.tflite exports/model_int8.tflite \\
         --threads 1 --sweeps 5 --json benchmarks/results/op_profile.json
 
-Needs only ai-edge-litert and numpy (and the flatbuffers package it brings).
+The measuring lives in ``edgeclf.runtime.op_profile`` (the export's speed choice uses it
+too); this script prints it. Needs only ai-edge-litert and numpy (and the flatbuffers package
+it brings).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def op_table(data: bytes) -> list[dict]:
-    """One dict per operator of subgraph 0: name, inputs, outputs, operand types, weight scales."""
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    g = model.subgraphs[0]
-    out = []
-    for i, op in enumerate(g.operators):
-        oc = model.operatorCodes[op.opcodeIndex]
-        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
-        name = names.get(code, str(code))
-        ins = [int(t) for t in op.inputs if t >= 0]
-        outs = [int(t) for t in op.outputs]
-
-        def tdesc(t):
-            tensor = g.tensors[t]
-            q = tensor.quantization
-            scales = 0 if q is None or q.scale is None else len(q.scale)
-            return types.get(tensor.type, str(tensor.type)), scales, [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
-
-        operand = [tdesc(t) for t in ins]
-        weights = ""
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(operand) > 1:
-            wtype, wscales, _ = operand[1]
-            if wtype in ("int8", "uint8", "int4"):
-                weights = f"{wtype} per-channel ({wscales} scales)" if wscales > 1 else f"{wtype} per-tensor"
-            else:
-                weights = wtype
-        out.append({"index": i, "op": name, "inputs": ins, "outputs": outs,
-                    "in_types": [d[0] for d in operand], "out_type": tdesc(outs[0])[0],
-                    "out_shape": tdesc(outs[0])[2], "weights": weights})
-    return out
-
-
-def prefix_model(data: bytes, k: int) -> bytes:
-    """The model cut after operator k (0-based): operators 0..k, operator k's first output as the output."""
-    import flatbuffers
-
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    g = model.subgraphs[0]
-    g.operators = g.operators[:k + 1]
-    g.outputs = [g.operators[k].outputs[0]]
-    model.signatureDefs = None  # they name the old outputs
-    b = flatbuffers.Builder(len(data) + 1024)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def _interpreter(content: bytes, threads: int, xnnpack: bool):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from edgeclf._quiet import native_stderr_silenced
-
-    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with native_stderr_silenced():
-        it = Interpreter(model_content=content, num_threads=threads, experimental_op_resolver_type=kind)
-        it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    return it
-
-
-def _delegated_outputs(it) -> set[int]:
-    out = set()
-    for o in it._get_ops_details():
-        if o["op_name"] == "DELEGATE":
-            out.update(int(t) for t in o["outputs"])
-    return out
-
-
-def _time(it, invokes: int) -> float:
-    best = float("inf")
-    for _ in range(invokes):
-        t = time.perf_counter_ns()
-        it.invoke()
-        best = min(best, time.perf_counter_ns() - t)
-    return best / 1e6
-
-
-def profile(path: str, *, threads: int, sweeps: int, invokes: int, xnnpack: bool = True) -> dict:
-    data = Path(path).read_bytes()
-    ops = op_table(data)
-    prefixes = [prefix_model(data, k) for k in range(len(ops))]
-    for k, op in enumerate(ops):
-        it = _interpreter(prefixes[k], threads, xnnpack)
-        op["engine"] = "xnnpack" if op["outputs"][0] in _delegated_outputs(it) else "builtin"
-        del it
-    samples = [[] for _ in ops]
-    whole = []
-    full = _interpreter(data, threads, xnnpack)
-    for _ in range(3):
-        full.invoke()
-    for s in range(sweeps):
-        for k in range(len(ops)):
-            it = _interpreter(prefixes[k], threads, xnnpack)
-            it.invoke()  # first run: XNNPACK sets up its workspace
-            samples[k].append(_time(it, invokes))
-            del it
-        whole.append(_time(full, invokes))
-    cum = [statistics.median(v) for v in samples]
-    prev = 0.0
-    for k, op in enumerate(ops):
-        op["prefix_ms"] = cum[k]
-        op["ms"] = cum[k] - prev
-        prev = cum[k]
-    for op in ops:  # tensor indices only served to cut the graph; keep the JSON readable
-        op.pop("inputs", None)
-        op["output"] = op.pop("outputs")[0]
-    by_type: "OrderedDict[str, dict]" = OrderedDict()
-    for op in ops:
-        key = op["op"]
-        e = by_type.setdefault(key, {"op": key, "count": 0, "ms": 0.0, "builtin": 0})
-        e["count"] += 1
-        e["ms"] += op["ms"]
-        e["builtin"] += op["engine"] == "builtin"
-    return {"path": str(path), "threads": threads, "xnnpack": xnnpack, "sweeps": sweeps, "invokes": invokes,
-            "whole_ms": statistics.median(whole), "sum_ms": cum[-1] if cum else 0.0, "ops": ops,
-            "by_type": list(by_type.values())}
+from edgeclf.runtime.op_profile import profile  # noqa: E402
 
 
 def op_rows(result: dict) -> list[list]:

@@ -7,7 +7,14 @@ and ONNX (QAT is left out: its file has the int8 file's operators and speed, and
 needs training), and times, on the same single image:
 
 - every file through ``edgeclf.runtime`` (batch 1, warm-up, then a time budget; p50/p90),
-- Keras ``model(x)`` and ``model.predict(x)`` with TensorFlow limited to the same threads.
+- Keras ``model(x)`` and ``model.predict(x)`` with TensorFlow limited to the same threads,
+
+and per file its peak memory (``edgeclf.runtime.memory``: a fresh process per file, batch 1)
+and its top-1 agreement with the Keras model on 40 other synthetic images. New files stand
+beside the old: TFLite ``int8`` is the CPU file (``export.speed``; its choice is printed) and
+``int8-full`` the full-integer one; ONNX ``dynamic`` quantizes MatMul/Gemm only and
+``dynamic-all`` is the old file (every op ONNX Runtime can quantize). On a shared machine
+take ratios from ``benchmarks/alternating_latency.py`` on the files kept with ``--work``.
 
 It prints one table per model and writes JSON. Ratios are p50 against p50: above 1 is slower.
 Achieved GFLOP/s = 2 x multiply-accumulates of the conv/dense layers / p50; the peak is a
@@ -25,8 +32,6 @@ and int8 files (benchmarks/op_profile.py). The machine line names the CPU's int8
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -39,7 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # op_profile
 
 MODELS = (("tutorial_cnn", 180), ("mobilenet_v2", 224))
 LABELS = ("a", "b", "c", "d", "e")
-PTQ = {"tflite": ("float32", "float16", "dynamic", "int8", "int16x8"), "onnx": ("float32", "dynamic", "int8")}
+# New files beside the old ones: TFLite int8 is now the CPU file (layers faster in float32 here stay
+# float) and int8-full the full-integer one (what int8 was); ONNX dynamic quantizes MatMul/Gemm
+# only and "dynamic-all" is the old file (convolutions as ConvInteger too).
+PTQ = {"tflite": ("float32", "float16", "dynamic", "int8", "int8-full", "int16x8"),
+       "onnx": ("float32", "dynamic", "dynamic-all", "int8")}
 
 
 def peak_gflops(threads: int) -> tuple[float, str]:
@@ -105,12 +114,12 @@ def count_macs(model) -> int:
     return int(total)
 
 
-def calibration_images(size: int, n_per_class: int) -> np.ndarray:
+def calibration_images(size: int, n_per_class: int, seed: int = 1) -> np.ndarray:
     from edgeclf.data.synth import generate
     from edgeclf.runtime.preprocess import load_batch
 
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp) / "cal", classes=5, per_class=n_per_class, size=size, seed=1)
+        generate(Path(tmp) / "cal", classes=5, per_class=n_per_class, size=size, seed=seed)
         files = sorted(str(p) for p in (Path(tmp) / "cal").rglob("*.png"))
         return load_batch(files, size)
 
@@ -120,6 +129,7 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
     from edgeclf._io import write_bytes
     from edgeclf.export.metadata import embed_onnx_metadata, embed_tflite_metadata
     from edgeclf.export.onnx_export import convert_onnx, quantize_onnx
+    from edgeclf.export.speed import convert_int8_cpu
     from edgeclf.export.tflite import convert_tflite
     from edgeclf.runtime.spec import ModelSpec, Precision
 
@@ -127,14 +137,19 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
     onnx_float = None
     for fmt in formats:
         for prec in PTQ[fmt]:
-            meta = ModelSpec(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision=prec)
+            meta = ModelSpec(labels=LABELS, input_size=(size, size), output_kind=output_kind,
+                             precision="dynamic" if prec == "dynamic-all" else prec)
             target = out_dir / f"model_{prec}.{fmt}"
             if reuse and target.exists():
                 files.append({"path": str(target), "format": fmt, "precision": prec,
                               "size_bytes": target.stat().st_size, "convert_s": None})
                 continue
             t = time.monotonic()
-            if fmt == "tflite":
+            speed = None
+            if fmt == "tflite" and prec == "int8":
+                raw, choice = convert_int8_cpu(model, cal)
+                data, speed = embed_tflite_metadata(raw, meta), choice.to_dict()
+            elif fmt == "tflite":
                 data = embed_tflite_metadata(convert_tflite(model, Precision(prec), calibration=cal), meta)
             else:
                 import onnx
@@ -142,29 +157,15 @@ def convert_all(model, output_kind, size: int, out_dir: Path, cal: np.ndarray, f
                 if onnx_float is None:
                     onnx_float = convert_onnx(model, output_kind=output_kind).SerializeToString()
                 proto = onnx.load_from_string(onnx_float)
-                if prec != "float32":
+                if prec == "dynamic-all":  # the old file: every op ONNX Runtime can quantize
+                    proto = quantize_onnx(proto, Precision.DYNAMIC, dynamic_op_types=None)
+                elif prec != "float32":
                     proto = quantize_onnx(proto, Precision(prec), calibration=cal)
                 embed_onnx_metadata(proto, meta)
                 data = proto.SerializeToString()
             path = write_bytes(out_dir / f"model_{prec}.{fmt}", data)
             files.append({"path": str(path), "format": fmt, "precision": prec, "size_bytes": len(data),
-                          "convert_s": time.monotonic() - t})
-            print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
-    if "tflite" in formats:
-        # Issue 15's experiment: int8 with the first convolution kept float32 (not full-integer).
-        from edgeclf.export.tflite import convert_int8_float_first_conv
-
-        prec, target = "int8 (float first conv)", out_dir / "model_int8_float_first_conv.tflite"
-        if reuse and target.exists():
-            files.append({"path": str(target), "format": "tflite", "precision": prec,
-                          "size_bytes": target.stat().st_size, "convert_s": None})
-        else:
-            t = time.monotonic()
-            meta = ModelSpec(labels=LABELS, input_size=(size, size), output_kind=output_kind, precision="int8")
-            data = embed_tflite_metadata(convert_int8_float_first_conv(model, cal), meta)
-            path = write_bytes(target, data)
-            files.append({"path": str(path), "format": "tflite", "precision": prec, "size_bytes": len(data),
-                          "convert_s": time.monotonic() - t})
+                          "convert_s": time.monotonic() - t, "speed": speed})
             print(f"  converted {path.name} ({len(data) / 1e6:.2f} MB) in {time.monotonic() - t:.1f}s", flush=True)
     return files
 
@@ -175,6 +176,8 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
     from edgeclf.errors import EdgeclfError
     from edgeclf.runtime import load_classifier
     from edgeclf.runtime.latency import measure_latency
+    from edgeclf.runtime.memory import measure_memory
+    from edgeclf.runtime.metrics import top1_agreement
     from edgeclf.runtime.spec import OutputKind
     from edgeclf.train.zoo import build_model
 
@@ -190,6 +193,12 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
 
     x = cal[:1]
     xf = x.astype(np.float32)
+    # Agreement with the Keras model on 40 other synthetic images (untrained weights: it says
+    # how far each file moves the outputs, not how accurate it is).
+    evals = calibration_images(size, 8, seed=2)
+    from edgeclf.runtime.classifier import to_probabilities
+
+    keras_probs = to_probabilities(model.predict(evals.astype(np.float32), verbose=0), OutputKind(built.output_kind))
     rows = []
     failed = []
     for f in files:
@@ -200,7 +209,10 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
             print(f"  {Path(f['path']).name:<22} cannot run: {exc}", flush=True)
             continue
         stats = measure_latency(lambda: clf.predict_proba(x), warmup=warmup, seconds=seconds, runs=500)
-        rows.append({**f, "threads": clf.threads, "latency": stats.to_dict()})
+        agreement = top1_agreement(clf.predict_proba(evals), keras_probs)
+        mem = measure_memory(f["path"], threads=clf.threads)
+        rows.append({**f, "threads": clf.threads, "latency": stats.to_dict(), "agreement": agreement,
+                     "memory": mem.to_dict()})
         print(f"  {Path(f['path']).name:<22} p50 {stats.p50_ms:8.3f} ms ({stats.runs} runs)", flush=True)
     call = measure_latency(lambda: model(xf, training=False), warmup=warmup, seconds=seconds, runs=500)
     pred = measure_latency(lambda: model.predict(xf, verbose=0), warmup=warmup, seconds=seconds, runs=500)
@@ -210,19 +222,21 @@ def bench_model(name: str, size: int, *, threads: int, seconds: float, warmup: i
         model.save(p)
         keras_size = p.stat().st_size
     ref = next(r for r in rows if r["format"] == "tflite" and r["precision"] == "float32")["latency"]["p50_ms"]
+    own = {r["format"]: r["latency"]["p50_ms"] for r in rows if r["precision"] == "float32"}
     for r in rows:
         p50 = r["latency"]["p50_ms"]
+        r["vs_format_float32"] = p50 / own[r["format"]] if r["format"] in own else None
         r["vs_tflite_float32"] = p50 / ref
         r["vs_keras_call"] = p50 / call.p50_ms
         r["vs_keras_predict"] = p50 / pred.p50_ms
         r["gflops"] = 2 * macs / (p50 / 1e3) / 1e9
     keras_rows = [
         {"path": "keras model(x)", "format": "keras", "precision": "float32", "size_bytes": keras_size,
-         "threads": threads, "latency": call.to_dict(), "vs_tflite_float32": call.p50_ms / ref,
+         "threads": threads, "latency": call.to_dict(), "vs_tflite_float32": call.p50_ms / ref, "agreement": 1.0,
          "vs_keras_call": 1.0, "vs_keras_predict": call.p50_ms / pred.p50_ms,
          "gflops": 2 * macs / (call.p50_ms / 1e3) / 1e9},
         {"path": "keras model.predict(x)", "format": "keras", "precision": "float32", "size_bytes": keras_size,
-         "threads": threads, "latency": pred.to_dict(), "vs_tflite_float32": pred.p50_ms / ref,
+         "threads": threads, "latency": pred.to_dict(), "vs_tflite_float32": pred.p50_ms / ref, "agreement": 1.0,
          "vs_keras_call": pred.p50_ms / call.p50_ms, "vs_keras_predict": 1.0,
          "gflops": 2 * macs / (pred.p50_ms / 1e3) / 1e9},
     ]
@@ -238,11 +252,16 @@ def table(result: dict, peak: float) -> str:
     for r in result["rows"]:
         lat = r["latency"]
         name = r["path"] if r["format"] == "keras" else f"{r['format']} {r['precision']}"
-        rows.append([name, human_bytes(r["size_bytes"]) if r["size_bytes"] else "-", f"{lat['p50_ms']:.3f}",
-                     f"{lat['p90_ms']:.3f}", f"{r['vs_tflite_float32']:.2f}x", f"{r['vs_keras_call']:.2f}x",
-                     f"{r['vs_keras_predict']:.2f}x", f"{r['gflops']:.1f}", f"{100 * r['gflops'] / peak:.1f}%"])
-    return format_table(["file", "size", "p50 ms", "p90 ms", "vs TFLite f32", "vs Keras call", "vs Keras predict",
-                         "GFLOP/s", "of peak"], rows)
+        of_format = r.get("vs_format_float32")
+        mem = r.get("memory")
+        rows.append([name, human_bytes(r["size_bytes"]) if r["size_bytes"] else "-",
+                     human_bytes(mem["added_bytes"]) if mem else "-", f"{lat['p50_ms']:.3f}",
+                     f"{lat['p90_ms']:.3f}", f"{r['vs_tflite_float32']:.2f}x",
+                     "-" if of_format is None else f"{of_format:.2f}x", f"{r['vs_keras_call']:.2f}x",
+                     f"{r['vs_keras_predict']:.2f}x", f"{100 * r['agreement']:.1f}%", f"{r['gflops']:.1f}",
+                     f"{100 * r['gflops'] / peak:.1f}%"])
+    return format_table(["file", "size", "memory", "p50 ms", "p90 ms", "vs TFLite f32", "vs own f32",
+                         "vs Keras call", "vs Keras predict", "agree", "GFLOP/s", "of peak"], rows)
 
 
 def _as_file(row: dict, result: dict):
@@ -296,7 +315,7 @@ def main(argv=None) -> int:
             from op_profile import profile
 
             files = [r["path"] for r in results[-1]["rows"] if r["format"] == "tflite"
-                     and r["precision"] in ("float32", "dynamic", "int8", "int8 (float first conv)")]
+                     and r["precision"] in ("float32", "dynamic", "int8", "int8-full")]
             print(f"  per-operator profile of {len(files)} TFLite files", flush=True)
             # One thread: prefix differences are stable only when no other thread shares the core.
             results[-1]["op_profile"] = [profile(f, threads=1, sweeps=5, invokes=5) for f in files]
@@ -310,6 +329,9 @@ def main(argv=None) -> int:
         print(table(r, peak))
         for f in r["failed"]:
             print(f"not measured: {f['format']} {f['precision']}: {f['error']}")
+        for row in r["rows"]:
+            if row.get("speed"):
+                print(f"tflite int8 (CPU): {row['speed']['message']}")
         for line in speed_lines(speed_notes([_as_file(row, r) for row in r["rows"] if row["format"] != "keras"],
                                             int8=info.int8)):
             print(line)

@@ -30,6 +30,8 @@ def test_bench_two_models_two_thread_counts(tmp_path):
         cold = r["cold_start"]
         assert cold["total_ms"] == pytest.approx(cold["load_ms"] + cold["first_inference_ms"])
         assert r["peak_rss_bytes"] > 0
+        assert r["memory"]["added_bytes"] > 0 and r["memory"]["batch"] == 1, "peak memory, fresh process"
+        assert r["memory"]["threads"] == r["threads"]
         assert r["size_bytes"] == Path(r["path"]).stat().st_size
         assert r["input_size"] == [32, 32]
     assert rows[0]["format"] == "tflite" and rows[0]["precision"] == "int8"

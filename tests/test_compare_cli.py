@@ -268,6 +268,9 @@ def test_fixture_models_end_to_end(tmp_path):
     assert by["colour_float32.onnx"]["max_abs_diff"] < 1e-4
     assert by["colour_float32.tflite"]["accuracy"] == 1.0
     assert by["colour_int8.tflite"]["precision"] == "int8"
+    for name, m in by.items():  # peak memory per file, each measured in a fresh process
+        assert m["memory"]["added_bytes"] > 0 and "fresh process" in m["memory"]["method"], name
+    assert any(line.startswith("file ") and " memory " in line for line in res.output.splitlines()), res.output
 
 
 def test_binary_model_on_colour_data_is_refused(tmp_path):
@@ -341,7 +344,9 @@ def test_labels_option_for_files_without_metadata(tmp_path):
     out = tmp_path / "c.json"
     res = _compare([nometa, "--data", data, "--reference", ref, "--labels", labels, "--json", out])
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["models"][0]["agreement"] == 1.0
+    model = json.loads(out.read_text())["models"][0]
+    assert model["agreement"] == 1.0
+    assert model["memory"]["added_bytes"] > 0, "the --labels reach the process that measures memory"
 
 
 def test_a_reference_file_beside_the_models_is_shown_and_upper_case_suffixes_found(tmp_path):

@@ -21,8 +21,8 @@ from edgeclf.errors import ModelFileError  # noqa: E402
 pytestmark = pytest.mark.slow
 
 ALL_FILES = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite",
-             "model_int16x8.tflite", "model_qat.tflite", "model_float32.onnx", "model_dynamic.onnx",
-             "model_int8.onnx", "model_qat.onnx"]
+             "model_int8-full.tflite", "model_int16x8.tflite", "model_qat.tflite", "model_float32.onnx",
+             "model_dynamic.onnx", "model_int8.onnx", "model_qat.onnx"]
 BANNED_OP_WORDS = ("random", "dropout", "multinomial", "stateless")
 
 

@@ -26,7 +26,7 @@ from edgeclf.runtime.spec import ModelSpec, OutputKind
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 TFLITE_FILES = ["model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite",
-                "model_int16x8.tflite", "model_qat.tflite"]
+                "model_int8-full.tflite", "model_int16x8.tflite", "model_qat.tflite"]
 ONNX_FILES = ["model_float32.onnx", "model_dynamic.onnx", "model_int8.onnx", "model_qat.onnx"]
 META = ModelSpec(labels=("red", "green", "blue"), input_size=(32, 32), precision="float32",
                      model_name="colour", source_sha256="ab" * 32)

@@ -86,30 +86,3 @@ def test_files_without_hybrid_depthwise_are_returned_as_they_are():
     for name in ("colour_float32.tflite", "colour_int8.tflite", "colour_dynamic.tflite"):
         data = (Path(__file__).parent / "fixtures" / name).read_bytes()
         assert float_depthwise_weights(data) is data, name
-
-
-def test_int8_with_a_float_first_conv():
-    import tensorflow as tf
-
-    from edgeclf.export.tflite import tflite_input_quantization, tflite_op_names
-    from edgeclf.export.tflite import convert_int8_float_first_conv
-    from edgeclf.train.zoo import build_model
-
-    built = build_model("tutorial_cnn", image_size=32, num_classes=3, weights=None, seed=0)
-    cal = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
-    data = convert_int8_float_first_conv(built.model, cal)
-    ops = tflite_op_names(data)
-    assert ops[0] == "CONV_2D" and "QUANTIZE" in ops and "DEQUANTIZE" in ops, ops
-    assert tflite_input_quantization(data)[0] == "float32"
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromPackedBuf(data, 0)
-    g = m.subgraphs[0]
-    conv_weights = [g.tensors[op.inputs[1]].type for op in g.operators
-                    if m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D]
-    assert conv_weights[0] == schema.TensorType.FLOAT32, "the first convolution must stay float"
-    assert all(t == schema.TensorType.INT8 for t in conv_weights[1:]), f"the others must be int8: {conv_weights}"
-    y, _ = _run(data, cal[:8].astype(np.float32))
-    ref = built.model.predict(cal[:8].astype(np.float32), verbose=0)
-    p, pr = tf.nn.softmax(y).numpy(), tf.nn.softmax(ref).numpy()
-    assert np.abs(p - pr).max() < 0.05, f"probabilities differ by {np.abs(p - pr).max()}"

@@ -33,11 +33,11 @@ def test_every_zoo_model_exports_with_the_default_precisions(name, data, tmp_pat
     report = export_model(run.out, tmp_path / "export", qat_epochs=0, calibration_size=8)
     wanted = {ExportDir.model_name(f, p) for f in DEFAULT_FORMATS for p in SUPPORTED_PRECISIONS[f]}
     written = {f.file for f in report.files}
-    skipped = {ExportDir.model_name(f, p): why for f, p, why in report.not_exported}
+    skipped = {x.file: x.reason for x in report.not_exported}
     assert written | set(skipped) == wanted and not written & set(skipped)
     assert "model_float32.tflite" in written and "model_float32.onnx" in written
     assert all(why for why in skipped.values()), skipped
     recorded = json.loads((tmp_path / "export" / ExportDir.REPORT).read_text())["not_exported"]
-    assert {ExportDir.model_name(f, p) for f, p, _ in recorded} == set(skipped)
+    assert {x["file"] for x in recorded} == set(skipped)
     if name == "mobilenet_v3_small":
         assert "model_int16x8.tflite" in skipped, "the issue's case: int16x8 cannot do HARD_SWISH"

@@ -89,7 +89,8 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
                     overwrite: bool = False) -> None:
     """Print the comparison's tables and write its JSON and report (also used by ``edgeclf run``)."""
     from .._term import info
-    from ..evaluate.report import comparison_json, comparison_table, per_class_table, speed_lines, speed_notes
+    from ..evaluate.report import (MEMORY_NOTE, comparison_json, comparison_table, per_class_table, speed_lines,
+                                   speed_notes)
 
     notes = speed_notes(cmp.models, int8=getattr(cmp.system, "int8", None))  # files not faster than float32 here
     if not json_to_stdout(json_out):
@@ -101,6 +102,7 @@ def show_comparison(cmp, *, json_out=None, report_dir=None, max_accuracy_drop=No
                    f"(accuracy {cmp.reference.parity.accuracy * 100:.2f}%); latency at batch 1 with "
                    f"{'/'.join(map(str, n_threads)) or 'default'} thread(s); gates: "
                    f"{_describe_gates(max_accuracy_drop, min_agreement)}")
+        click.echo(f"memory: {MEMORY_NOTE}")
         if cmp.system is not None:
             click.echo(f"machine: {cmp.system.summary()}")
         for line in speed_lines(notes):
@@ -144,6 +146,7 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
     from .._term import info
     from ..errors import UsageError
     from ..evaluate.bench import bench_one, bench_speed_lines, bench_speed_notes, bench_table
+    from ..evaluate.report import MEMORY_NOTE
     from ..evaluate.compare import expand_models
     from ..runtime.latency import system_info
 
@@ -172,8 +175,7 @@ def bench_cmd(models, threads, batch_size, warmup, runs, seconds, json_out):
         return
     click.echo(bench_table(results))
     click.echo("\nlatency in ms at batch 1 on random pixels; cold = load + first inference (the first file of "
-               "each format also pays for importing its engine); peak RSS is the process's high-water mark, "
-               "RSS + what loading and running the file added")
+               f"each format also pays for importing its engine); memory: {MEMORY_NOTE}")
     click.echo(f"machine: {sysinfo.summary()}")
     for line in bench_speed_lines(results, sysinfo):
         click.echo(line)

@@ -19,7 +19,7 @@ from ._options import emit_json, json_option, json_to_stdout
 @click.option("--precision", "precisions", multiple=True, metavar="P",
               help=f"One of {', '.join(choices(Precision))}; repeat for several (default: every supported one).")
 @click.option("--io", "io", default=None, metavar="|".join(choices(IOType)),
-              help="Input/output type of the full-integer TFLite files (int8, qat). Default uint8.")
+              help="Input/output type of the integer TFLite files (int8, int8-full, qat). Default uint8.")
 @click.option("--calibration", type=click.Path(path_type=str), default=None,
               help="Folder of training images for calibration (default: the run's training split).")
 @click.option("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE, show_default=True,

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 
-def bench_one(path, *, threads=None, batch_size=None, warmup=5, runs=None, seconds=None):
-    """Benchmark one model file; returns a BenchResult."""
+def bench_one(path, *, threads=None, batch_size=None, warmup=5, runs=None, seconds=None, memory=True):
+    """Benchmark one model file; returns a BenchResult. ``memory``: also its peak memory at
+    batch 1, measured in a fresh process (``runtime.memory``)."""
     import numpy as np
 
     from ..runtime import load_classifier
@@ -34,11 +35,16 @@ def bench_one(path, *, threads=None, batch_size=None, warmup=5, runs=None, secon
         xb = np.random.default_rng(1).integers(0, 256, (batch_size, h, w, 3), dtype=np.uint8)
         latb = measure_latency(lambda: clf.predict_proba(xb), warmup=warmup, runs=runs, seconds=seconds)
     rss1 = current_rss_bytes()
+    mem = None
+    if memory:
+        from ..runtime.memory import measure_memory
+
+        mem = measure_memory(path, threads=clf.threads)
     return BenchResult(path=str(path), format=clf.format, precision=clf.precision,
                        size_bytes=os.path.getsize(path), input_size=tuple(clf.input_size), threads=clf.threads,
                        cold_start=cold, latency=lat1, batch_size=batch_size if latb is not None else None,
                        batch_latency=latb, peak_rss_bytes=peak_rss_bytes(),
-                       rss_growth_bytes=None if rss0 is None or rss1 is None else rss1 - rss0)
+                       rss_growth_bytes=None if rss0 is None or rss1 is None else rss1 - rss0, memory=mem)
 
 
 def bench_table(results) -> str:
@@ -49,7 +55,7 @@ def bench_table(results) -> str:
                "mean±std ms", "runs"]
     if with_batch:
         headers += ["batch", "batch p50 ms", "ms/image"]
-    headers += ["peak RSS", "RSS +"]
+    headers += ["memory"]
     rows = []
     for r in results:
         lat = r.latency
@@ -60,8 +66,7 @@ def bench_table(results) -> str:
             b = r.batch_latency
             row += ["-", "-", "-"] if b is None else [str(r.batch_size), f"{b.p50_ms:.2f}",
                                                       f"{b.p50_ms / r.batch_size:.3f}"]
-        row += [human_bytes(r.peak_rss_bytes) if r.peak_rss_bytes else "-",
-                human_bytes(max(r.rss_growth_bytes, 0)) if r.rss_growth_bytes is not None else "-"]
+        row += [human_bytes(r.memory.added_bytes) if r.memory is not None else "-"]
         rows.append(row)
     return format_table(headers, rows)
 

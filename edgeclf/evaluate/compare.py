@@ -41,6 +41,7 @@ class FileFacts:
     input_size: tuple[int, int]
     load_ms: Optional[float]
     latency: Optional[object]  # LatencyStats at batch 1, or None when not measured
+    memory: Optional[object]  # runtime.memory.MemoryUse (fresh process, batch 1), or None when not measured
 
     @property
     def name(self) -> str:
@@ -85,6 +86,7 @@ class ModelResult(FileFacts):
             "threads": self.threads,
             "input_size": list(self.input_size),
             "latency": lat,
+            "memory": None if self.memory is None else self.memory.to_dict(),
             "thresholds": {"max_accuracy_drop": p.max_accuracy_drop, "min_agreement": p.min_agreement},
             "failures": list(p.failures),
             "passed": self.passed,
@@ -114,6 +116,7 @@ class Comparison:
         return {
             "reference": {"path": ref.path, "format": ref.format, "precision": ref.precision,
                           "size_bytes": ref.size_bytes, "accuracy": _unit(ref.parity.accuracy),
+                          "memory": None if ref.memory is None else ref.memory.to_dict(),
                           "latency": None if ref.latency is None else
                           {k: getattr(ref.latency, k) for k in ("p50_ms", "p90_ms", "p99_ms")}},
             "models": [m.to_dict() for m in self.models],
@@ -226,8 +229,9 @@ class ModelOutput(FileFacts):
 
 def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional[int] = None,
              latency_runs: Optional[int] = 50, latency_seconds: Optional[float] = 1.0,
-             warmup: int = 3, model_labels: Optional[Sequence[str]] = None) -> ModelOutput:
-    """Load one model file through the runtime, predict every image, time batch-1 inference.
+             warmup: int = 3, model_labels: Optional[Sequence[str]] = None, memory: bool = True) -> ModelOutput:
+    """Load one model file through the runtime, predict every image, time batch-1 inference,
+    and (``memory``) measure its peak memory at batch 1 in a fresh process (``runtime.memory``).
 
     ``latency_runs=0`` skips the latency measurement; ``model_labels`` supplies labels for a
     file without edgeclf metadata.
@@ -256,9 +260,18 @@ def run_file(path, images: ImageSet, labels: Sequence[str], *, threads: Optional
         size = os.path.getsize(path)
     except OSError:
         size = None
+    mem = None
+    if memory:
+        from ..errors import ModelFileError
+        from ..runtime.memory import measure_memory
+
+        try:
+            mem = measure_memory(path, threads=clf.threads, labels=model_labels)
+        except ModelFileError as exc:  # the file ran here; a missing figure must not stop the comparison
+            log.warning(f"{name}: memory not measured: {exc}")
     return ModelOutput(path=str(path), format=str(clf.format), precision=str(clf.precision or ""),
                        size_bytes=size, threads=clf.threads, input_size=tuple(clf.input_size),
-                       load_ms=load_ms, latency=latency, probs=probs)
+                       load_ms=load_ms, latency=latency, memory=mem, probs=probs)
 
 
 def _result(out: ModelOutput, ref: ModelOutput, images: ImageSet, labels, *, is_reference: bool,
@@ -272,7 +285,7 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
                    threads: Optional[int] = None, max_accuracy_drop: Optional[float] = None,
                    min_agreement: Optional[float] = None, latency_runs: Optional[int] = 50,
                    latency_seconds: Optional[float] = 1.0, data: str = "",
-                   model_labels: Optional[Sequence[str]] = None) -> Comparison:
+                   model_labels: Optional[Sequence[str]] = None, memory: bool = True) -> Comparison:
     """Measure every model file in ``paths`` against a reference on the same images.
 
     Args:
@@ -286,6 +299,7 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
         max_accuracy_drop, min_agreement: the gates (see ``check_parity``).
         latency_runs, latency_seconds: bounds of the batch-1 latency measurement per file.
         model_labels: labels for every file (for files without edgeclf metadata).
+        memory: measure each file's peak memory (a fresh process per file, ``runtime.memory``).
 
     Returns:
         A frozen ``Comparison``; ``passed`` is False when any model failed a gate.
@@ -296,7 +310,7 @@ def compare_models(paths: Sequence, images: ImageSet, labels: Sequence[str], *, 
     if not paths:
         raise UsageError("give at least one model file to compare")
     opts = dict(threads=threads, latency_runs=latency_runs, latency_seconds=latency_seconds,
-                model_labels=model_labels)
+                model_labels=model_labels, memory=memory)
     outputs: dict[str, ModelOutput] = {}
     ref_out: Optional[ModelOutput] = reference if isinstance(reference, ModelOutput) else None
     ref_path = None if reference is None or ref_out is not None else str(reference)

@@ -85,4 +85,4 @@ def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec
         latency = measure_latency(lambda: proba(one), warmup=3, runs=latency_runs, seconds=latency_seconds)
     size = path.stat().st_size if path.is_file() else None
     return ModelOutput(path=str(path), format="keras", precision="float32", size_bytes=size, threads=threads,
-                       input_size=tuple(spec.input_size), load_ms=load_ms, latency=latency, probs=probs)
+                       input_size=tuple(spec.input_size), load_ms=load_ms, latency=latency, memory=None, probs=probs)

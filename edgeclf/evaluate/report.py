@@ -23,7 +23,11 @@ from ..errors import MissingDependencyError
 # machine's noise moves, and too little to be worth a file that needs calibration.
 NOT_FASTER = 0.95
 PRECISION_WORDS = {"dynamic": "dynamic-range", "qat": "int8 (QAT)"}
-INT8_PRECISIONS = ("int8", "qat", "dynamic", "int16x8")
+INT8_PRECISIONS = ("int8", "int8-full", "qat", "dynamic", "int16x8")
+
+# What the "memory" column is, wherever it is printed.
+MEMORY_NOTE = ("peak resident memory that loading the file and running one image adds, measured in a fresh "
+               "process per file (edgeclf.runtime.memory)")
 
 PLOT_NAME = "accuracy_latency_size.png"
 FLIPS_NAME = "flipped.png"
@@ -42,6 +46,11 @@ def _human(n) -> str:
     from .._term import human_bytes
 
     return "-" if n is None else human_bytes(n)
+
+
+def _memory(m) -> str:
+    mem = getattr(m, "memory", None)
+    return "-" if mem is None else _human(mem.added_bytes)
 
 
 def _md_table(headers, rows) -> str:
@@ -318,6 +327,7 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
         f"- reference: `{ref.name}` ({ref.format} {ref.precision}), accuracy {_pct(ref.parity.accuracy)}",
         f"- latency: batch 1, {'/'.join(map(str, threads)) or 'default'} engine thread(s), warm-up then "
         "p50/p90/p99 over timed runs",
+        f"- memory: {MEMORY_NOTE}",
     ]
     if cmp.system is not None:
         out.append(f"- machine: {cmp.system.summary()}")
@@ -330,7 +340,7 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
             g.append(f"agreement >= {gates.min_agreement:g}")
         out.append(f"- gates: {' and '.join(g)}: **{'all passed' if cmp.passed else 'FAILED'}**")
     out += ["", "## Results", ""]
-    headers = ["file", "format", "precision", "size", "accuracy", "Δ vs ref (points)", "agreement",
+    headers = ["file", "format", "precision", "size", "memory", "accuracy", "Δ vs ref (points)", "agreement",
                "max abs prob diff", "mean abs prob diff", "flipped", "load ms", "p50 ms", "p90 ms", "p99 ms",
                "threads", "gate"]
     rows = []
@@ -338,7 +348,8 @@ def render_markdown(cmp, *, plot: Optional[str], plot_note: str = "", flips_png:
         p, lat = m.parity, m.latency
         gate = "reference" if m is cmp.reference else ("pass" if m.passed else "FAIL: " + "; ".join(p.failures))
         rows.append([f"`{m.name}`" + (" (ref)" if m.is_reference else ""), m.format, m.precision,
-                     _human(m.size_bytes), _pct(p.accuracy), _num(p.accuracy_delta, "+.2f"), _pct(p.agreement),
+                     _human(m.size_bytes), _memory(m), _pct(p.accuracy), _num(p.accuracy_delta, "+.2f"),
+                     _pct(p.agreement),
                      _num(p.max_abs_diff, ".4f"), _num(p.mean_abs_diff, ".5f"), len(p.flips),
                      _num(m.load_ms, ".0f"), _num(getattr(lat, "p50_ms", None), ".3f"),
                      _num(getattr(lat, "p90_ms", None), ".3f"), _num(getattr(lat, "p99_ms", None), ".3f"),
@@ -411,16 +422,16 @@ def comparison_table(cmp) -> str:
         p, lat = m.parity, m.latency
         rows.append([
             m.name + (" (ref)" if m.is_reference else ""), m.format, m.precision,
-            human_bytes(m.size_bytes) if m.size_bytes is not None else "-",
+            human_bytes(m.size_bytes) if m.size_bytes is not None else "-", _memory(m),
             _num(p.accuracy * 100, ".2f") + "%", _num(p.accuracy_delta, "+.2f"), _num(p.agreement * 100, ".2f") + "%",
             _num(p.max_abs_diff, ".4f"), str(len(p.flips)), _num(m.load_ms, ".0f"),
             _num(getattr(lat, "p50_ms", None), ".2f"), _num(getattr(lat, "p90_ms", None), ".2f"),
             _num(getattr(lat, "p99_ms", None), ".2f"), "-" if m.threads is None else str(m.threads),
             "ref" if m is cmp.reference else ("ok" if m.passed else "FAIL"),
         ])
-    headers = ["file", "format", "precision", "size", "accuracy", "Δ pts", "agree", "max|Δp|", "flips",
+    headers = ["file", "format", "precision", "size", "memory", "accuracy", "Δ pts", "agree", "max|Δp|", "flips",
                "load ms", "p50 ms", "p90 ms", "p99 ms", "threads", "gate"]
-    return format_table(headers, rows, align="lllrrrrrrrrrrrl")
+    return format_table(headers, rows, align="lllrrrrrrrrrrrrl")
 
 
 def per_class_rows(cmp) -> tuple[list[str], list[list]]:

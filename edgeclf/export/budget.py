@@ -29,7 +29,7 @@ import io
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -133,7 +133,7 @@ class TFLiteSelective:
 
     def __init__(self, model, calibration: np.ndarray, *, io: IOType = IOType.UINT8):
         from .._optional import import_tensorflow
-        from .tflite import representative_dataset
+        from .calibration import representative_dataset
 
         tf = import_tensorflow()
         self._tf = tf
@@ -179,7 +179,7 @@ class TFLiteSelective:
         from .metadata import embed_tflite_metadata
 
         raw = self.quantize([n for x in float_layers for n in x.nodes])
-        return embed_tflite_metadata(raw, _with_float_layers(meta, float_layers))
+        return embed_tflite_metadata(raw, with_float_layers(meta, float_layers))
 
     def layer_errors(self, images: Optional[np.ndarray] = None) -> LayerErrors:
         """Each layer's rmse/scale on ``images`` (default: the calibration images)."""
@@ -280,7 +280,7 @@ class OnnxSelective:
         from .metadata import embed_onnx_metadata
 
         proto = self._onnx.load_from_string(self.quantize([n for x in float_layers for n in x.nodes]))
-        embed_onnx_metadata(proto, _with_float_layers(meta, float_layers))
+        embed_onnx_metadata(proto, with_float_layers(meta, float_layers))
         return proto.SerializeToString()
 
     def _layer_of(self, node) -> str:
@@ -505,7 +505,8 @@ def meet_budget(name: str, budget: Budget, ranking: LayerErrors, *, full_file: b
     result = BudgetResult(
         file=name, budget={"max_accuracy_drop": budget.max_accuracy_drop, "min_agreement": budget.min_agreement},
         met=met, float_layers=tuple(x.layer for x in kept),
-        why=tuple({"layer": x.layer, "rank": rank[x.layer], ranking.metric: x.error, "ops": list(x.ops),
+        why=tuple({"layer": x.layer, "reason": "accuracy", "rank": rank[x.layer], ranking.metric: x.error,
+                   "ops": list(x.ops),
                    "nodes": list(x.nodes)} for x in kept),
         metric=ranking.metric, full_int8=full, final=final,
         tried=tuple({"float_layers": k, "agreement": metrics.top1_agreement(v[1], keras_probs),
@@ -531,42 +532,65 @@ def predict_bytes(data: bytes, suffix: str, images: np.ndarray) -> np.ndarray:
 
 def enforce_budget(budget: Budget, fmt: str, name: str, *, full_file: bytes, full_probs: np.ndarray,
                    keras_probs: np.ndarray, images: np.ndarray, y: Optional[np.ndarray], model,
-                   calibration: np.ndarray, io: IOType, meta, float_onnx: Optional[bytes] = None
-                   ) -> tuple[bytes, np.ndarray, BudgetResult]:
+                   calibration: np.ndarray, io: IOType, meta, float_onnx: Optional[bytes] = None,
+                   keep_float: Sequence[LayerError] = (), selective=None) -> tuple[bytes, np.ndarray, BudgetResult]:
     """The exporter's int8 step: ``full_file`` unchanged when it meets ``budget``, else the mixed
-    file from ``meet_budget`` (metadata ``meta`` embedded, with ``extra["float_layers"]``)."""
+    file from ``meet_budget`` (metadata ``meta`` embedded, with ``extra["float_layers"]``).
+
+    ``keep_float``: layers ``full_file`` already keeps float (the speed choice:
+    ``speed.SpeedChoice.layer_errors()``); every candidate keeps them, the ranking leaves them
+    out, and the result lists them first, each ``why`` with its reason. ``selective``: the
+    ``TFLiteSelective`` that made ``full_file`` (saves calibrating again).
+    """
     fmt = Format(fmt)
+    keep = list(keep_float)
     if not budget.failures(full_probs, keras_probs, y):
         empty = LayerErrors(fmt.value, "", 0, ())
-        return meet_budget(name, budget, empty, full_file=full_file, full_probs=full_probs, keras_probs=keras_probs,
-                           y=y, make=lambda _: full_file, predict=lambda _: full_probs)
+        return _starting_from(keep, *meet_budget(
+            name, budget, empty, full_file=full_file, full_probs=full_probs, keras_probs=keras_probs, y=y,
+            make=lambda _: full_file, predict=lambda _: full_probs))
     info(f"{name}: misses the budget ({budget.describe()}); ranking its layers by quantization error ...")
     names, containers = keras_layer_names(model)
     if fmt is Format.TFLITE:
-        sel = TFLiteSelective(model, calibration, io=io)
+        sel = selective if selective is not None else TFLiteSelective(model, calibration, io=io)
     else:
         if float_onnx is None:
             raise ExportError("the float ONNX model is needed for an ONNX int8 budget")
         sel = OnnxSelective(float_onnx, calibration, layer_names=names, containers=containers)
 
     def make(layers):
-        return sel.file(layers, meta)
+        return sel.file(keep + list(layers), meta)
     ranking = sel.layer_errors()
+    kept = {x.layer for x in keep}
+    ranking = replace(ranking, layers=tuple(x for x in ranking.layers if x.layer not in kept))
     info(f"{name}: measuring each of {len(ranking.layers)} layers' effect on the output (one quantization each) ...")
     ranking = rank_by_sensitivity(ranking, make=make, predict=lambda data: predict_bytes(
         data, "." + fmt.value, calibration[:RANKING_IMAGES]))
     info(f"{name}: most harmful layers ({ranking.metric}): "
          + ", ".join(f"{x.layer} {x.error:.3g}" for x in ranking.layers[:5]))
     try:
-        return meet_budget(name, budget, ranking, full_file=full_file, full_probs=full_probs,
-                           keras_probs=keras_probs, y=y, make=make,
-                           predict=lambda data: predict_bytes(data, "." + fmt.value, images))
+        return _starting_from(keep, *meet_budget(name, budget, ranking, full_file=full_file, full_probs=full_probs,
+                                                 keras_probs=keras_probs, y=y, make=make,
+                                                 predict=lambda data: predict_bytes(data, "." + fmt.value, images)))
     finally:
         if isinstance(sel, OnnxSelective):
             sel.close()
 
 
-def _with_float_layers(meta, layers):
+def _starting_from(keep, data, probs, result):
+    """The budget's result with the layers it started from (the speed choice) listed first."""
+    if not keep:
+        return data, probs, result
+    why = tuple({"layer": x.layer, "reason": x.stats.get("reason", "speed"), "ops": list(x.ops),
+                 "nodes": list(x.nodes), **{k: v for k, v in x.stats.items() if k.endswith("_ms")}} for x in keep)
+    return data, probs, replace(result, float_layers=tuple(x.layer for x in keep) + result.float_layers,
+                                why=why + result.why)
+
+
+def with_float_layers(meta, layers):
+    """``meta`` (a ModelSpec) saying which layers stay float: ``extra["float_layers"]`` (names)
+    and ``extra["float_layer_reasons"]`` (name -> "speed" or "accuracy")."""
     if not layers:
         return meta
-    return meta.with_(extra={**meta.extra, "float_layers": [x.layer for x in layers]})
+    return meta.with_(extra={**meta.extra, "float_layers": [x.layer for x in layers],
+                             "float_layer_reasons": {x.layer: x.stats.get("reason", "accuracy") for x in layers}})

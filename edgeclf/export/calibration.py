@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .._term import info
-from ..errors import ImageError
+from ..errors import ImageError, UsageError
 from ..runtime.preprocess import load_image
 
 
@@ -121,3 +121,25 @@ def calibration_set(train: Sequence[tuple[str, int]], size, *, n: int, seed: int
     if len(picked) < n:
         info(f"Calibration: {n} images asked for, {len(picked)} available in the training split; using {len(picked)}")
     return load_images(picked, size, resize_method=resize_method, what="calibration", bank=bank)
+
+
+def representative_dataset(images: np.ndarray):
+    """Calibration batches of one image each, as float32 0..255.
+
+    The first image gets one pixel at 0 and one at 255, so the calibrated input range is
+    exactly 0..255 and a uint8 input quantizes with scale 1, zero point 0: the file then
+    takes raw pixels, as its metadata says.
+    """
+    if len(images) == 0:
+        raise UsageError("this precision needs calibration images; give --calibration DATA or --data DATA")
+
+    def gen():
+        for i in range(len(images)):
+            x = images[i : i + 1].astype(np.float32)
+            if i == 0:
+                x = x.copy()
+                x[0, 0, 0, 0] = 0.0
+                x[0, 0, 0, 1] = 255.0
+            yield [x]
+
+    return gen

@@ -158,12 +158,16 @@ class CheckStage:
         agreement (and accuracy drop) meet the gate."""
         from .._term import info
         from .budget import Budget, enforce_budget
+        from .converters import SPEED_KEY
 
         budget = Budget(gate.max_accuracy_drop if self.y is not None else None, gate.min_agreement)
         float_onnx = ctx.float_onnx() if job.format.value == "onnx" else None
+        # The TFLite int8 file may keep layers float for speed: the budget starts from them.
+        sel, speed = ctx.cache.get(SPEED_KEY, (None, None)) if job.format.value == "tflite" else (None, None)
         data, probs, res = enforce_budget(
             budget, job.format.value, job.name, full_file=data, full_probs=probs, keras_probs=self.reference,
             images=self.images, y=self.y, model=self.model, calibration=self.calibration, io=ctx.io,
-            meta=ctx.file_meta(job), float_onnx=float_onnx)
+            meta=ctx.file_meta(job), float_onnx=float_onnx, keep_float=speed.layer_errors() if speed else (),
+            selective=sel)
         info(res.message)
         return data, probs, res.to_dict()

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from ..errors import UsageError
 from ..runtime.layout import ExportDir
-from ..runtime.spec import SUPPORTED_PRECISIONS, Format, IOType, ModelSpec, Precision
+from ..runtime.spec import INTEGER_IO, SUPPORTED_PRECISIONS, Format, IOType, ModelSpec, Precision
 
 CALIBRATION = "calibration"  # needs calibration images (representative data)
 TRAINING = "training"  # needs labelled training images (QAT)
@@ -86,7 +86,7 @@ class ConvertContext:
 
     def file_meta(self, job: Job) -> ModelSpec:
         extra = {"format": job.format.value}
-        if job.format is Format.TFLITE and job.precision in (Precision.INT8, Precision.QAT):
+        if job.format is Format.TFLITE and job.precision in INTEGER_IO:
             extra["io"] = self.io.value
         if CALIBRATION in job.converter.needs and self.calibration is not None:
             extra["calibration_images"] = len(self.calibration)
@@ -116,7 +116,49 @@ def tflite_float(ctx: ConvertContext, job: Job) -> bytes:
     return _tflite_file(ctx, job, convert_tflite(ctx.model, job.precision))
 
 
-@register_converter(Format.TFLITE, Precision.INT8, Precision.INT16X8, needs=(CALIBRATION,))
+SPEED_KEY = "tflite_int8_speed"  # ctx.cache: (the TFLiteSelective, the speed.SpeedChoice) of the int8 file
+
+
+@register_converter(Format.TFLITE, Precision.INT8, needs=(CALIBRATION,))
+def tflite_int8_cpu(ctx: ConvertContext, job: Job) -> bytes:
+    """The CPU int8 file: full-integer except the layers measured faster in float32 here
+    (``speed.py``); the choice stays in ``ctx.cache[SPEED_KEY]`` for export.json and the budget."""
+    from .._term import info
+    from ..errors import first_line
+    from .budget import TFLiteSelective, with_float_layers
+    from .metadata import embed_tflite_metadata
+    from .speed import SpeedChoice, convert_int8_cpu
+
+    images = ctx.calibration_images()
+    try:
+        sel = TFLiteSelective(ctx.model, images, io=ctx.io)
+    except Exception as exc:  # noqa: BLE001 - the choice needs the tf_keras rebuild; the plain converter may not
+        why = f"int8: full-integer; the per-layer speed choice could not run ({first_line(exc)})"
+        info(why)
+        ctx.cache[SPEED_KEY] = (None, SpeedChoice((), (), threads=1, margin=0.0, message=why))
+        return _tflite_file(ctx, job, _full_integer(ctx))
+    raw, choice = convert_int8_cpu(ctx.model, images, io=ctx.io, selective=sel,
+                                   full_integer=lambda: _full_integer(ctx))
+    ctx.cache[SPEED_KEY] = (sel, choice)
+    return embed_tflite_metadata(raw, with_float_layers(ctx.file_meta(job), choice.layer_errors()), card=ctx.card)
+
+
+def _full_integer(ctx: ConvertContext) -> bytes:
+    """The full-integer TFLite file, converted once for int8 (when it keeps no layer float) and int8-full."""
+    from .tflite import convert_tflite
+
+    if "tflite_int8_full" not in ctx.cache:
+        ctx.cache["tflite_int8_full"] = convert_tflite(ctx.model, Precision.INT8_FULL,
+                                                       calibration=ctx.calibration_images(), io=ctx.io)
+    return ctx.cache["tflite_int8_full"]
+
+
+@register_converter(Format.TFLITE, Precision.INT8_FULL, needs=(CALIBRATION,))
+def tflite_int8_full(ctx: ConvertContext, job: Job) -> bytes:
+    return _tflite_file(ctx, job, _full_integer(ctx))
+
+
+@register_converter(Format.TFLITE, Precision.INT16X8, needs=(CALIBRATION,))
 def tflite_calibrated(ctx: ConvertContext, job: Job) -> bytes:
     from .tflite import convert_tflite
 

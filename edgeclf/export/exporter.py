@@ -22,7 +22,7 @@ from ..errors import EdgeclfError, UsageError, first_line
 from ..runtime import metrics
 from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
-from ..runtime.spec import GOLDEN_ATOL, GOLDEN_IMAGES, Format, ModelSpec, OutputKind, Precision
+from ..runtime.spec import GOLDEN_ATOL, GOLDEN_IMAGES, INTEGER_IO, Format, ModelSpec, OutputKind, Precision
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .check import CheckStage, source_probabilities
 from .converters import CALIBRATION, ConvertContext, Job, mobile_usability, plan_jobs
@@ -134,9 +134,9 @@ def _check_request(out: Path, source, opts: ExportOptions) -> None:
 
     check_out_dir(out, True, inside=source_inputs(source, opts.data, opts.calibration))
     wanted, _ = plan_jobs(opts.formats, opts.precisions)
-    full_integer = [j for j in wanted if j.format is Format.TFLITE and j.precision in (Precision.INT8, Precision.QAT)]
+    full_integer = [j for j in wanted if j.format is Format.TFLITE and j.precision in INTEGER_IO]
     if opts.io is not None and not full_integer:
-        raise UsageError("--io applies to the full-integer TFLite files (int8, qat), and none is being exported")
+        raise UsageError("--io applies to the integer TFLite files (int8, int8-full, qat), and none is being exported")
     if opts.has_budget and not any(j.precision not in (Precision.FLOAT32, Precision.FLOAT16) for j in wanted):
         raise UsageError("--max-accuracy-drop / --min-agreement apply to the quantized files, and none is being "
                          "exported")
@@ -299,11 +299,20 @@ def _run_job(job: Job, ctx: ConvertContext, stage: CheckStage, tmp: Path, files:
         golden_atol=GOLDEN_ATOL[job.precision],
         size_vs_float32=1.0 if job.precision is Precision.FLOAT32 else (len(data) / f32 if f32 else None),
         seconds=round(secs, 2), mobile=None if mobile is None else mobile.to_dict(), budget=budget,
-        check=verdict.to_dict())
+        check=verdict.to_dict(), speed=_speed_record(ctx, job))
     acc = f", accuracy {100 * fig.accuracy:.1f}%" if fig.accuracy is not None else ""
     info(f"{step} {name}: {human_bytes(len(data))}, agreement {100 * fig.agreement:.1f}%, mean |Δp| "
          f"{fig.mean_abs_diff:.4f}{acc}: checked ({secs:.1f}s)")
     return exported, probs
+
+
+def _speed_record(ctx: ConvertContext, job: Job) -> Optional[dict]:
+    """The TFLite int8 file's speed choice for export.json (``speed.SpeedChoice.to_dict``)."""
+    from .converters import SPEED_KEY
+
+    if job.format is not Format.TFLITE or job.precision is not Precision.INT8 or SPEED_KEY not in ctx.cache:
+        return None
+    return ctx.cache[SPEED_KEY][1].to_dict()
 
 
 def _say_qat_vs_ptq(files: Iterable[ExportedFile]) -> None:

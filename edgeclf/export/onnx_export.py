@@ -307,9 +307,18 @@ def int8_static_options(q) -> dict:
                 weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True)
 
 
-def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray | None = None):
+# Dynamic-range ONNX quantizes only these: ONNX Runtime's MatMulInteger (dense layers) is
+# faster than float, its ConvInteger slower than float Conv on every CPU measured (4.8x float32
+# on MobileNetV2, 1.9x on tutorial_cnn; docs/speed.md), so convolutions stay float.
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
+
+
+def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray | None = None,
+                  dynamic_op_types: tuple[str, ...] | None = DYNAMIC_OP_TYPES):
     """int8: static QDQ, per-channel, uint8 activations / int8 weights in 7 bits, calibrated
-    on ``calibration``; dynamic: uint8 weights, activations quantized at run time.
+    on ``calibration``; dynamic: uint8 weights, activations quantized at run time, for the op
+    types in ``dynamic_op_types`` only (default: the dense layers; None: every op ONNX
+    Runtime can quantize, which made conv models slower than float32).
 
     Both are chosen so that results do not depend on the CPU. x86 CPUs without VNNI (AVX2,
     AVX-512 before Cascade Lake) multiply uint8 by int8 with PMADDUBSW, which saturates the
@@ -345,7 +354,8 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
                 elif precision is Precision.DYNAMIC:
                     # uint8 weights: ConvInteger has only that kernel in ORT's CPU provider, and
                     # uint8 x uint8 products never saturate on any CPU (see the docstring).
-                    q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QUInt8)
+                    q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QUInt8,
+                                       op_types_to_quantize=list(dynamic_op_types) if dynamic_op_types else None)
                 else:
                     raise ValueError(f"not an ONNX Runtime quantization: {precision.value}")
         except ExportError:

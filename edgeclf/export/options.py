@@ -16,10 +16,11 @@ class ExportOptions:
 
     Attributes:
         formats: ``"tflite"``, ``"onnx"``, ``"ort"`` (default tflite and onnx).
-        precisions: any of float32, float16, dynamic, int8, int16x8, qat (default: every one
+        precisions: any of float32, float16, dynamic, int8, int8-full, int16x8, qat (default: every one
             the formats support and the data allows). Named precisions are *explicit*: one
             that cannot be made, or whose file fails its check, makes the export fail (exit 1).
-        io: input/output type of the full-integer TFLite files: uint8 (default), int8, float32.
+        io: input/output type of the integer TFLite files (int8, int8-full, qat): uint8 (default), int8,
+            float32.
         labels: a labels file (one class per line), for a model file that is not a run.
         data: a class-folder dataset, split as ``edgeclf train`` splits it, for calibration,
             QAT and the check images; replaces a run's split.

@@ -28,6 +28,7 @@ class ExportedFile:
     mobile: Optional[dict] = None  # ONNX/ORT: ORT's mobile usability verdicts (NNAPI, CoreML)
     budget: Optional[dict] = None  # int8 within an accuracy budget: export.budget.BudgetResult.to_dict()
     check: Optional[dict] = None  # export.check.Verdict.to_dict(): the gate and every figure
+    speed: Optional[dict] = None  # TFLite int8: layers kept float for speed and their times (speed.SpeedChoice)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,9 +106,9 @@ class ExportReport:
         rows = []
         for f in self.files:
             mean = (f.check or {}).get("mean_abs_diff")
+            floats = (f.budget or {}).get("float_layers") or [x["layer"] for x in (f.speed or {}).get("float_layers", [])]
             rows.append([
-                f.file, f.precision + (f" ({len(f.budget['float_layers'])} layers float)"
-                                       if f.budget and f.budget["float_layers"] else ""), human_bytes(f.size_bytes),
+                f.file, f.precision + (f" ({len(floats)} layers float)" if floats else ""), human_bytes(f.size_bytes),
                 "" if f.size_vs_float32 is None else f"{100 * f.size_vs_float32:.0f}%",
                 "" if f.agreement is None else f"{100 * f.agreement:.1f}%",
                 "" if mean is None else f"{mean:.4f}",

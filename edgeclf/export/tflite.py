@@ -5,30 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._quiet import native_stderr_silenced
-from ..errors import ExportError, UsageError, first_line
+from ..errors import ExportError, first_line
 from ..runtime.spec import IOType, Precision
-
-
-def representative_dataset(images: np.ndarray):
-    """Calibration batches of one image each, as float32 0..255.
-
-    The first image gets one pixel at 0 and one at 255, so the calibrated input range is
-    exactly 0..255 and a uint8 input quantizes with scale 1, zero point 0: the file then
-    takes raw pixels, as its metadata says.
-    """
-    if len(images) == 0:
-        raise UsageError("this precision needs calibration images; give --calibration DATA or --data DATA")
-
-    def gen():
-        for i in range(len(images)):
-            x = images[i : i + 1].astype(np.float32)
-            if i == 0:
-                x = x.copy()
-                x[0, 0, 0, 0] = 0.0
-                x[0, 0, 0, 1] = 255.0
-            yield [x]
-
-    return gen
+from .calibration import representative_dataset
 
 
 def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | None = None,
@@ -37,13 +16,20 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
     or a ``keras_load.LoadedModel`` (Keras 3, tf_keras or SavedModel; traced in inference
     mode, so augmentation and Dropout are not in the file).
 
-    ``io`` applies to the full-integer precisions (int8, qat); int16x8 keeps float32 io,
-    the float and dynamic-range files always take float32.
+    ``io`` applies to the integer-io precisions (int8, int8-full, qat); int16x8 keeps
+    float32 io, the float and dynamic-range files always take float32.
+
+    ``Precision.INT8_FULL`` is every op int8. ``Precision.INT8``, the CPU file, is not one
+    conversion but a measured choice: ``speed.convert_int8_cpu`` makes it (from this
+    function's full-integer file when no layer is faster in float32).
     """
     from .._optional import import_tensorflow
 
-    tf = import_tensorflow()
     precision = Precision(precision)
+    if precision is Precision.INT8:
+        raise ValueError("the int8 file for CPUs is made by export.speed.convert_int8_cpu; "
+                         "convert_tflite makes int8-full (every op int8)")
+    tf = import_tensorflow()
     with native_stderr_silenced():
         converter = _converter(tf, model)
     if precision is Precision.FLOAT16:
@@ -51,7 +37,7 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
         converter.target_spec.supported_types = [tf.float16]
     elif precision is Precision.DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision in (Precision.INT8, Precision.QAT):
+    elif precision in (Precision.INT8_FULL, Precision.QAT):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(calibration if calibration is not None else np.zeros((0,)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -117,41 +103,3 @@ def tflite_input_quantization(model_bytes: bytes) -> tuple[str, float, int]:
     scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
     zp = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
     return types.get(t.Type(), str(t.Type())).lower(), scale, zp
-
-
-def convert_int8_float_first_conv(model, calibration: np.ndarray) -> bytes:
-    """An int8 TFLite file whose first convolution stays float32 (an experiment for issue 15).
-
-    Why: int8 convolution kernels (XNNPACK on x86 and ARM) pad the input channels of each
-    kernel tap up to their dot-product width (4 to 64 bytes), so a first layer over 3 colour
-    channels wastes most of its arithmetic: on tutorial_cnn at 180 px it took 64% of the int8
-    file's time and 3.6x the float32 layer's (``benchmarks/op_profile.py``). Keeping that one
-    layer float32 (input dequantized, output quantized) made the file 0.45x float32 instead of
-    0.81x on an AMX/VNNI Xeon. The file is no longer full-integer, so integer-only
-    accelerators (Edge TPU, microcontrollers) cannot take it whole; that is why this is not
-    what ``Precision.INT8`` exports. Its input and output are float32 (pixels 0..255 in,
-    the model's output out), like the float files'.
-    """
-    from .._optional import import_tensorflow
-    from .tflite_rewrite import first_conv_output_name
-
-    tf = import_tensorflow()
-    first = first_conv_output_name(convert_tflite(model, Precision.FLOAT32))
-    if first is None:
-        return convert_tflite(model, Precision.INT8, calibration=calibration)
-    with native_stderr_silenced():
-        converter = _converter(tf, model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset(calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter._experimental_calibrate_only = True  # float model + calibration ranges
-    try:
-        from tensorflow.lite.python import convert as tflite_convert  # the quantizer with a deny-list
-
-        with native_stderr_silenced():
-            calibrated = converter.convert()
-            # Float input straight into the float convolution (no dequantize), float output.
-            return bytes(tflite_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
-                                                      output_data_type=tf.float32, denylisted_nodes=[first]))
-    except Exception as exc:  # the converter raises anything
-        raise ExportError(f"int8 conversion with a float first convolution failed: {first_line(exc)}") from None

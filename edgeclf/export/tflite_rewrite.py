@@ -1,5 +1,5 @@
-"""Rewrites of a converted TFLite flatbuffer, and conversions, that make files run faster
-on LiteRT's CPU path (issue 15).
+"""Rewrites of a converted TFLite flatbuffer that make files run faster on LiteRT's CPU path
+(issue 15). The int8 file's float layers are chosen in ``speed.py``.
 
 ``float_depthwise_weights``: a dynamic-range file stores every weight tensor of 1024 or more
 values as int8, depthwise convolutions' too. XNNPACK (LiteRT's CPU engine) runs dynamic-range
@@ -17,7 +17,6 @@ multiplied by.
 from __future__ import annotations
 
 import numpy as np
-
 
 
 def float_depthwise_weights(model_bytes: bytes) -> bytes:
@@ -63,18 +62,3 @@ def float_depthwise_weights(model_bytes: bytes) -> bytes:
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
-
-
-def first_conv_output_name(float_model_bytes: bytes) -> str | None:
-    """Name of the output tensor of the first CONV_2D in a float TFLite file (the node name
-    the quantizer's deny-list takes), or None when there is none."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(float_model_bytes, 0)
-    g = model.subgraphs[0]
-    for op in g.operators or []:
-        oc = model.operatorCodes[op.opcodeIndex]
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D:
-            name = g.tensors[op.outputs[0]].name
-            return name.decode() if isinstance(name, bytes) else name
-    return None

@@ -215,7 +215,8 @@ class BenchResult:
     batch_size: Optional[int] = None
     batch_latency: Optional[LatencyStats] = None
     peak_rss_bytes: Optional[int] = None  # the whole process's high-water mark so far
-    rss_growth_bytes: Optional[int] = None  # resident memory added by loading and running this model
+    rss_growth_bytes: Optional[int] = None  # resident memory added in this process (the first file pays imports)
+    memory: Optional[object] = None  # memory.MemoryUse: measured in a fresh process, batch 1
 
     def to_dict(self) -> dict:
         return {
@@ -224,4 +225,5 @@ class BenchResult:
             "latency": self.latency.to_dict(), "batch_size": self.batch_size,
             "batch_latency": None if self.batch_latency is None else self.batch_latency.to_dict(),
             "peak_rss_bytes": self.peak_rss_bytes, "rss_growth_bytes": self.rss_growth_bytes,
+            "memory": None if self.memory is None else self.memory.to_dict(),
         }

@@ -166,7 +166,18 @@ def _allowed_class(cls: str, module) -> bool:
         return cls in _op_classes()
     if module is None and cls in _op_classes():
         return True
+    if cls.startswith("Custom>"):
+        # tf_keras registers its own optimizers as "Custom>Adam" and so on, and a compiled
+        # tf_keras SavedModel stores its optimizer under that name in keras_metadata.pb.
+        return cls[len("Custom>"):] in _tf_keras_optimizers()
     return cls in _training_classes()
+
+
+def _tf_keras_optimizers() -> frozenset:
+    if "tf_keras_optimizers" not in _dynamic:
+        _training_classes()  # imports TensorFlow quietly first
+        _dynamic["tf_keras_optimizers"] = _classes_of(("tf_keras.optimizers",))
+    return _dynamic["tf_keras_optimizers"]
 
 
 def _refuse(where: str, name, text: str):
