@@ -128,7 +128,7 @@ def test_binary_files_give_both_labels_and_mediapipe_names_the_right_class(made,
             assert associated_files((out / f.file).read_bytes())["labels.txt"] == b"dark\nlight\n", f.file
             # softmax([-z/2, z/2]) on the logit: a softmax's fixed 0..1 output range once quantized
             assert "SOFTMAX" in tflite_op_names((out / f.file).read_bytes()), f.file
-        if f.file in ("model_int8.tflite", "model_qat.tflite"):  # 0..1 in 1/256 steps, not capped where
+        if f.file in ("model_int8.tflite", "model_int8-full.tflite", "model_qat.tflite"):  # 0..1 in 1/256 steps, not capped where
             from ai_edge_litert.interpreter import Interpreter  # the calibration images stopped
 
             det = Interpreter(model_path=str(out / f.file)).get_output_details()[0]
@@ -171,6 +171,8 @@ def test_grayscale_model_exports_and_its_rgb_files_agree_in_mediapipe(made, gray
 
     from edgeclf.export.tf_graph import LUMA
     from edgeclf.runtime import load_classifier
+    from edgeclf.runtime.layout import ExportDir
+    from edgeclf.runtime.spec import SUPPORTED_PRECISIONS, Format
 
     root, samples = made
     out, report = gray_export
@@ -178,8 +180,7 @@ def test_grayscale_model_exports_and_its_rgb_files_agree_in_mediapipe(made, gray
     assert report.input_range == "0,1"
     assert report.keras_accuracy is not None and report.keras_accuracy >= 0.9, "the model did not learn"
     names = [f.file for f in report.files if f.format == "tflite"]
-    assert sorted(names) == sorted(f"model_{p}.tflite" for p in ("float32", "float16", "dynamic", "int8",
-                                                                 "int16x8", "qat"))
+    assert sorted(names) == sorted(ExportDir.model_name(Format.TFLITE, p) for p in SUPPORTED_PRECISIONS[Format.TFLITE])
     images = [p for p, _ in samples[1::2]][:20]
     for name, (same, _) in _agreement_with_mediapipe(out, names, images).items():
         assert same >= 19, f"{name}: MediaPipe's top-1 is edgeclf predict's on {same}/20 RGB images"
