@@ -249,6 +249,8 @@ def test_report_without_matplotlib(fake_runtime, tmp_path, monkeypatch):
     md = (rep / "report.md").read_text()
     assert "Plot not drawn" in md and "matplotlib" in md
     assert not (rep / "accuracy_latency_size.png").exists()
+    assert "accuracy_latency_size.png was not drawn: the report's accuracy plot needs the package 'matplotlib'" \
+        in res.stderr, f"the terminal must say the plot was skipped and why; stderr was: {res.stderr!r}"
 
 
 def test_fixture_models_end_to_end(tmp_path):

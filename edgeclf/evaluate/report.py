@@ -5,12 +5,13 @@ plot, a picture of the flipped images).
 ``accuracy_latency_size.png`` (accuracy against batch-1 latency and against file size, one
 labelled point per file) and ``flipped.png`` (every image whose top-1 prediction changed
 against the reference, with the labels involved). The plot needs matplotlib (imported only
-here, only then); without it the report is still written and says the plot was left out and
-how to get it. The flipped-images picture needs only Pillow. Every file is written atomically.
+here, only then); without it the report is still written, and both report.md and the
+``edgeclf`` logger (the terminal, for the CLI) say the plot was left out and how to get it. The flipped-images picture needs only Pillow. Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -28,6 +29,8 @@ INT8_PRECISIONS = ("int8", "int8-full", "qat", "dynamic", "int16x8")
 # What the "memory" column is, wherever it is printed.
 MEMORY_NOTE = ("peak resident memory that loading the file and running one image adds, measured in a fresh "
                "process per file (edgeclf.runtime.memory)")
+
+log = logging.getLogger(__name__)
 
 PLOT_NAME = "accuracy_latency_size.png"
 FLIPS_NAME = "flipped.png"
@@ -402,6 +405,8 @@ def write_report(cmp, out_dir) -> Path:
         plot = PLOT_NAME
     except MissingDependencyError as exc:
         note = str(exc)
+        # Said where the user is looking, not only inside report.md.
+        log.warning(f"the report's plot {PLOT_NAME} was not drawn: {note}")
         stale = out / PLOT_NAME
         if stale.exists():  # a plot from an earlier run would contradict this report
             stale.unlink()

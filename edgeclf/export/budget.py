@@ -133,7 +133,7 @@ class TFLiteSelective:
 
     def __init__(self, model, calibration: np.ndarray, *, io: IOType = IOType.UINT8):
         from .._optional import import_tensorflow
-        from .calibration import representative_dataset
+        from .tflite import int8_settings
 
         tf = import_tensorflow()
         self._tf = tf
@@ -142,9 +142,7 @@ class TFLiteSelective:
         self.calibration = calibration
         with native_stderr_silenced():
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        int8_settings(tf, converter, calibration)
         # Calibrate only: the quantization itself runs per denylist in quantize().
         converter.experimental_new_quantizer = True
         converter._experimental_calibrate_only = True  # the QuantizationDebugger's own way in
@@ -158,8 +156,10 @@ class TFLiteSelective:
     def _mlir_quantize(self, denylist: Sequence[str], *, debug: bool = False) -> bytes:
         from tensorflow.lite.python import convert  # the entry point the QuantizationDebugger uses
 
+        from .tflite import io_dtype
+
         tf = self._tf
-        dtype = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8, IOType.FLOAT32: tf.float32}[self.io]
+        dtype = io_dtype(tf, self.io)
         try:
             with native_stderr_silenced():
                 return bytes(convert.mlir_quantize(
@@ -255,16 +255,14 @@ class OnnxSelective:
         self._graph = self._onnx.load(str(self._float)).graph
 
     def _quantize_to(self, dst: Path, float_nodes: Sequence[str]) -> None:
-        from .onnx_export import CalibrationReader, int8_static_options
+        from .onnx_export import quantize_static_int8
 
         q = self._q
         try:
             with native_stderr_silenced():
-                q.quantize_static(
-                    str(self._float), str(dst), CalibrationReader(self.calibration), **int8_static_options(q),
-                    nodes_to_exclude=list(float_nodes),
-                    # the ranges depend on the float model and the images only: calibrate once
-                    calibration_cache_path=str(Path(self._tmp.name) / "calibration.json"))
+                # the ranges depend on the float model and the images only: calibrate once
+                quantize_static_int8(q, self._float, dst, self.calibration, nodes_to_exclude=list(float_nodes),
+                                     calibration_cache_path=str(Path(self._tmp.name) / "calibration.json"))
         except Exception as exc:
             raise ExportError(f"ONNX int8 quantization with {len(float_nodes)} nodes kept float failed: "
                               f"{first_line(exc)}") from None

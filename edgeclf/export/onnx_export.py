@@ -300,11 +300,14 @@ class CalibrationReader:
         pass
 
 
-def int8_static_options(q) -> dict:
-    """The settings of every static int8 ONNX file, full or budgeted (see ``quantize_onnx``:
-    QDQ, per-channel int8 weights in 7 bits so no CPU saturates, uint8 activations)."""
-    return dict(quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=q.QuantType.QUInt8,
-                weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True)
+def quantize_static_int8(q, src, dst, calibration: np.ndarray, **extra) -> None:
+    """ONNX Runtime's static int8 quantization of the file ``src`` into ``dst``, with the settings
+    of every static int8 ONNX file, full or budgeted (see ``quantize_onnx``: QDQ, per-channel
+    int8 weights in 7 bits so no CPU saturates, uint8 activations). ``extra``: the budget's
+    ``nodes_to_exclude`` and calibration cache."""
+    q.quantize_static(str(src), str(dst), CalibrationReader(calibration), quant_format=q.QuantFormat.QDQ,
+                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                      calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True, **extra)
 
 
 # Dynamic-range ONNX quantizes only these: ONNX Runtime's MatMulInteger (dense layers) is
@@ -350,7 +353,7 @@ def quantize_onnx(float_proto, precision: Precision, *, calibration: np.ndarray 
                         src = pre
                     except Exception:  # pre-processing only helps; quantize the plain file without it
                         pass
-                    q.quantize_static(str(src), str(dst), CalibrationReader(calibration), **int8_static_options(q))
+                    quantize_static_int8(q, src, dst, calibration)
                 elif precision is Precision.DYNAMIC:
                     # uint8 weights: ConvInteger has only that kernel in ORT's CPU provider, and
                     # uint8 x uint8 products never saturate on any CPU (see the docstring).

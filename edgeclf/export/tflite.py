@@ -38,12 +38,8 @@ def convert_tflite(model, precision: Precision, *, calibration: np.ndarray | Non
     elif precision is Precision.DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision in (Precision.INT8_FULL, Precision.QAT):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(calibration if calibration is not None else np.zeros((0,)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8, IOType.FLOAT32: tf.float32}[IOType(io)]
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
+        int8_settings(tf, converter, calibration if calibration is not None else np.zeros((0,)))
+        converter.inference_input_type = converter.inference_output_type = io_dtype(tf, io)
     elif precision is Precision.INT16X8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(calibration if calibration is not None else np.zeros((0,)))
@@ -103,3 +99,16 @@ def tflite_input_quantization(model_bytes: bytes) -> tuple[str, float, int]:
     scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
     zp = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
     return types.get(t.Type(), str(t.Type())).lower(), scale, zp
+
+
+def int8_settings(tf, converter, calibration: np.ndarray) -> None:
+    """What every int8 TFLite conversion sets: the default optimizations, the calibration
+    images as representative data, int8 builtins only."""
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+
+def io_dtype(tf, io):
+    """The TensorFlow dtype of a full-integer file's input and output."""
+    return {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8, IOType.FLOAT32: tf.float32}[IOType(io)]

@@ -10,7 +10,7 @@ beside the code they exercise and are named here so the map stays whole:
 - an export killed part-way leaves no half-written model: test_export.py::test_interrupted_export_leaves_no_half_written_model
 - a failed training run leaves nothing behind: test_train.py::test_failed_run_leaves_nothing_behind
 - the data cache notices changed, added and removed images: test_data_cache.py::test_changed_added_and_removed_files_are_noticed
-- random bytes / random images / damaged metadata (property-based): test_fuzz.py
+- random bytes / random images / damaged metadata (property-based): test_readers_fuzz.py
 """
 
 from __future__ import annotations
