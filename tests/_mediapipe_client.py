@@ -6,7 +6,7 @@ nothing from edgeclf or TensorFlow.
 
     python _mediapipe_client.py request.json  ->  JSON on stdout
 
-request: {"models": [paths], "images": [png paths]}
+request: {"models": [paths], "images": [png paths], "max_results": n (optional, default -1: all)}
 answer:  {"<model>": {"error": str} | {"results": [[[index, name, score], ...] per image],
                                        "metadata": {...read with the schema MediaPipe ships}}}
 """
@@ -81,7 +81,7 @@ def main():
     for path in req["models"]:
         try:
             options = vision.ImageClassifierOptions(
-                base_options=mp_tasks.BaseOptions(model_asset_path=path), max_results=-1)
+                base_options=mp_tasks.BaseOptions(model_asset_path=path), max_results=req.get("max_results", -1))
             with vision.ImageClassifier.create_from_options(options) as clf:
                 results = []
                 for img in images:

@@ -270,7 +270,10 @@ def test_user_keras_file_with_labels_via_cli(keras, tmp_path, monkeypatch):
     doc = json.loads((tmp_path / "out" / "export.json").read_text())
     assert sorted(f["file"] for f in doc["files"]) == ["model_float32.onnx", "model_float32.tflite",
                                                          "model_int8.onnx", "model_int8.tflite"]
-    assert doc["output_kind"] == "sigmoid" and doc["labels"] == ["cat", "dog"]
+    # One sigmoid unit in, [1 - p, p] out: apps show both labels (--keep-sigmoid keeps the unit).
+    assert (doc["output_kind"], doc["source_output_kind"], doc["labels"]) == ("probabilities", "sigmoid", ["cat", "dog"])
+    for name in ("model_float32.tflite", "model_int8.tflite"):  # the head: softmax([-z/2, z/2]) on the logit
+        assert "SOFTMAX" in _op_names(tmp_path / "out" / name) and "LOGISTIC" not in _op_names(tmp_path / "out" / name)
     for f in doc["files"]:
         ops = _op_names(tmp_path / "out" / f["file"])
         assert not [op for op in ops if any(w in op.lower() for w in BANNED_OP_WORDS)], (f["file"], ops)

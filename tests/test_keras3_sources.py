@@ -249,6 +249,7 @@ def test_one_binary_logit_as_the_transfer_tutorial_ends(k3, tmp_path):
     r = export_model(tmp_path / "binary.keras", tmp_path / "out", labels=tmp_path / "labels.txt",
                      data=tmp_path / "data", precisions=["float32", "int8", "qat"], formats=["tflite"],
                      output_kind="logits", qat_epochs=1)
-    assert r.output_kind == "sigmoid" and r.files[0].max_abs_diff < 1e-4
+    assert (r.output_kind, r.source_output_kind) == ("probabilities", "logits") and r.files[0].max_abs_diff < 1e-4
     assert [f.file for f in r.files] == ["model_float32.tflite", "model_int8.tflite", "model_qat.tflite"]
-    assert "binary_sigmoid" in r.qat["float_layers"] + r.qat["annotated_layers"], r.qat
+    # The stated logit goes straight into the two-unit head, softmax([-z/2, z/2]), in QAT too.
+    assert "binary_logits" in r.qat["annotated_layers"] and "probabilities" in r.qat["annotated_layers"], r.qat

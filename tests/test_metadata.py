@@ -65,9 +65,10 @@ def test_onnx_round_trip():
     embed_onnx_metadata(proto, META)
     embed_onnx_metadata(proto, META)
     props = {p.key: p.value for p in proto.metadata_props}
-    assert len(proto.metadata_props) == 2
+    assert len(proto.metadata_props) == 3, "re-embedding replaces every entry"
     assert read_onnx_metadata(props) == META
     assert props["labels"] == "daisy,rosé,tulip 2"
+    assert json.loads(props["labels_json"]) == ["daisy", "rosé", "tulip 2"]
     assert read_onnx_metadata({}) is None
 
 

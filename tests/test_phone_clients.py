@@ -52,10 +52,11 @@ def mediapipe_python() -> str:
                 "tests/clients-requirements.txt), or set EDGECLF_MEDIAPIPE_PYTHON to a Python that has mediapipe")
 
 
-def mediapipe_classify(models, images) -> dict:
+def mediapipe_classify(models, images, *, max_results: int = -1) -> dict:
     """{model path: {"results": [[[index, name, score], ...] per image], "metadata": {...}} | {"error"}}"""
     req = Path(models[0]).parent / "mediapipe_request.json"
-    req.write_text(json.dumps({"models": [str(m) for m in models], "images": [str(i) for i in images]}))
+    req.write_text(json.dumps({"models": [str(m) for m in models], "images": [str(i) for i in images],
+                               "max_results": max_results}))
     proc = subprocess.run([mediapipe_python(), str(HERE / "_mediapipe_client.py"), str(req)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"MediaPipe client failed:\n{proc.stderr[-3000:]}"
@@ -155,6 +156,73 @@ def test_mediapipe_reads_a_sigmoid_model_as_the_probability_of_its_second_label(
         assert [c[1] for c in cats] == [meta.labels[1]], f"{img.name}: {cats}"
         p_second = pred.probabilities[1]
         assert abs(cats[0][2] - p_second) < 1e-5, f"{img.name}: MediaPipe {cats[0][2]}, edgeclf {p_second}"
+
+
+def test_predict_scores_and_ties_are_mediapipes(tmp_path):
+    """On files whose scores tie exactly (labels k and k + 3 read one channel; gray images tie
+    more), edgeclf's top-1 and scores are MediaPipe's on every image, ties included: the file's
+    own uint8 steps (not renormalised), an exact tie going to the lower label index."""
+    import shutil
+
+    from PIL import Image
+
+    from edgeclf.runtime import load_classifier
+
+    images = []
+    for r in (0, 100, 200):
+        for g in (0, 100, 200):
+            for b in (0, 100, 200):
+                images.append(tmp_path / f"rgb_{r}_{g}_{b}.png")
+                Image.fromarray(np.full((4, 4, 3), (r, g, b), np.uint8)).save(images[-1])
+    models = []
+    for name in ("ties_float32.tflite", "ties_int8.tflite"):
+        models.append(tmp_path / name)
+        shutil.copy(FIXTURES / name, models[-1])
+    for max_results in (-1, 1):  # MediaPipe's default (every label), and the top one only
+        answers = mediapipe_classify(models, images, max_results=max_results)
+        for path in models:
+            got = answers[path.name]
+            assert "error" not in got, got.get("error")
+            ours = load_classifier(path).predict([str(p) for p in images], top_k=5)
+            ties = 0
+            for img, cats, pred in zip(images, got["results"], ours):
+                assert cats[0][0] == pred.index, f"{path.name} {img.name}: MediaPipe {cats}, edgeclf {pred.top_k}"
+                assert abs(cats[0][2] - pred.confidence) < 1e-6, f"{path.name} {img.name}: {cats[0]} vs {pred}"
+                if max_results == -1:  # the whole list, in MediaPipe's order
+                    assert [c[1] for c in cats] == [label for label, _ in pred.top_k], f"{path.name} {img.name}"
+                    ties += sum(1 for c in cats[1:] if c[2] == cats[0][2])
+            if max_results == -1:
+                assert ties >= 27, f"{path.name}: only {ties} tied top scores: the test proves nothing"
+    int8 = load_classifier(models[1]).predict(str(images[0]))[0]
+    assert int8.confidence * 256 == pytest.approx(round(int8.confidence * 256), abs=1e-4), "not the file's 1/256 steps"
+
+
+def test_ort_reads_the_labels_list_without_edgeclf(tmp_path):
+    """An app with ONNX Runtime and json alone gets the labels, commas and all."""
+    import onnx
+
+    from edgeclf.export.metadata import embed_onnx_metadata
+
+    meta = read_onnx_meta_of(FIXTURES / "colour_float32.onnx").with_(labels=("red, dark", "green", "blue"))
+    path = tmp_path / "model.onnx"
+    path.write_bytes(embed_onnx_metadata(onnx.load(str(FIXTURES / "colour_float32.onnx")), meta).SerializeToString())
+    code = ("import json, sys, onnxruntime as ort\n"
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+            "labels = json.loads(s.get_modelmeta().custom_metadata_map['labels_json'])\n"
+            "assert not [m for m in sys.modules if m.startswith(('edgeclf', 'tensorflow'))]\n"
+            "print(json.dumps(labels))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == ["red, dark", "green", "blue"]
+
+
+def read_onnx_meta_of(path) -> ModelSpec:
+    import onnxruntime as ort
+
+    from edgeclf.runtime.metadata import read_onnx_metadata
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return read_onnx_metadata(sess.get_modelmeta().custom_metadata_map)
 
 
 def test_ort_format_files_load_and_predict_like_the_onnx(tmp_path):

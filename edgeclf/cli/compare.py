@@ -38,8 +38,13 @@ def _describe_gates(max_drop, min_agree) -> str:
               help="Fail a model whose accuracy is more than PTS percentage points below the reference's.")
 @click.option("--min-agreement", type=float, default=None, metavar="FRAC",
               help="Fail a model whose top-1 agreement with the reference is below FRAC (e.g. 0.99).")
-def compare_cmd(models, data, reference, threads, json_out, report_dir, overwrite, labels_file, max_accuracy_drop,
-                min_agreement):
+@click.option("--input-range", "input_range", default=None, metavar="0,255|0,1|-1,1",
+              help="Pixel values a Keras --reference model expects, as given to edgeclf export (default: what "
+                   "the export.json of an export directory among MODELS says for that model, else inferred).")
+@click.option("--output-kind", "output_kind", default=None, metavar="logits|probabilities|sigmoid",
+              help="What a Keras --reference model outputs, as given to edgeclf export (default: as --input-range).")
+def compare_cmd(models, data, reference, threads, json_out, report_dir, overwrite, labels_file,
+                max_accuracy_drop, min_agreement, input_range, output_kind):
     """Measure every MODEL (files or export directories) against a reference on the same images.
 
     Prints one row per file: size, accuracy, accuracy delta vs the reference (percentage
@@ -58,7 +63,8 @@ def compare_cmd(models, data, reference, threads, json_out, report_dir, overwrit
         check_report_dir(report_dir, overwrite, inputs=(*models, data, reference, labels_file))
     labels = None if labels_file is None else read_labels_file(labels_file)
     cmp = compare_files(models, data=data, reference=reference, threads=threads,
-                        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, labels=labels)
+                        max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, labels=labels,
+                        input_range=input_range, output_kind=output_kind)
     show_comparison(cmp, json_out=json_out, report_dir=report_dir, max_accuracy_drop=max_accuracy_drop,
                     min_agreement=min_agreement, overwrite=overwrite)
     if not cmp.passed:

@@ -43,6 +43,9 @@ from ._options import emit_json, json_option, json_to_stdout
                    "Default: any batch.")
 @click.option("--keep-logits", is_flag=True,
               help="Keep a logits output as it is (default: append a softmax, so apps show 0..1 scores).")
+@click.option("--keep-sigmoid", is_flag=True,
+              help="Keep a one-sigmoid (binary) output as one unit (default: [1 - p, p], so apps show both labels "
+                   "and the right class).")
 @click.option("--author", default="", help="Author, in the standard TFLite metadata apps read.")
 @click.option("--license", "license_", default="", help="Licence, in the standard TFLite metadata.")
 @click.option("--description", default=None, help="Model description in the standard TFLite metadata "
@@ -57,7 +60,7 @@ from ._options import emit_json, json_option, json_to_stdout
 @json_option
 def export_cmd(source, out, formats, precisions, io, calibration, calibration_size, data, qat_epochs,
                labels, seed, batch, keep_logits, author, license_, description, overwrite, max_accuracy_drop,
-               min_agreement, json_out, input_range, output_kind):
+               min_agreement, json_out, input_range, output_kind, keep_sigmoid):
     """Convert a trained classifier (a run directory, or a Keras 3 / tf_keras .keras/.h5 or a
     SavedModel folder with --labels) to TFLite and ONNX files, each carrying its labels and
     input spec, each checked against the Keras model with the TensorFlow-free runtime.
@@ -79,7 +82,7 @@ def export_cmd(source, out, formats, precisions, io, calibration, calibration_si
     options = ExportOptions(
         formats=tuple(formats) or None, precisions=tuple(precisions) or None, io=io, labels=labels, data=data,
         calibration=calibration, calibration_size=calibration_size, qat_epochs=qat_epochs, seed=seed,
-        overwrite=overwrite, keep_logits=keep_logits, batch=batch,
+        overwrite=overwrite, keep_logits=keep_logits, keep_sigmoid=keep_sigmoid, batch=batch,
         card=ModelCard(description=description, author=author, license=license_), input_range=input_range,
         output_kind=output_kind, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
     report = export_model(source, out, options)

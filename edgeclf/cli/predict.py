@@ -88,7 +88,7 @@ def _predict(ctx, clf, images, top_k, json_out):
                 click.echo(f"Error: {printable(exc)}", err=True)
                 errors[i] = exc.reason
                 failed = True
-        probs = iter(clf.predict_proba(np.stack(list(arrays.values())))) if arrays else iter(())
+        probs = iter(clf.predict_scores(np.stack(list(arrays.values())))) if arrays else iter(())
         for i, path in enumerate(chunk):
             if i in errors:
                 records.append({"source": path, "error": errors[i]})

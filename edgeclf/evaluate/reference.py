@@ -28,8 +28,8 @@ def keras_available() -> bool:
 
 
 def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec: Optional[ModelSpec] = None,
-                    threads: Optional[int] = None, latency_runs: int = 50,
-                    latency_seconds: float = 1.0) -> ModelOutput:
+                    threads: Optional[int] = None, latency_runs: int = 50, latency_seconds: float = 1.0,
+                    input_range=None, output_kind=None) -> ModelOutput:
     """A Keras model's probabilities on ``images`` as a comparison's reference.
 
     Args:
@@ -39,6 +39,8 @@ def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec
         spec: the model's spec when known (a run's); else read from the run or inferred.
         threads: TensorFlow's intra-op threads, the same count the files get (ignored once
             TensorFlow has run an op in this process).
+        input_range, output_kind: what a model that is not a run takes and gives, as
+            ``edgeclf export`` was told (``--input-range``, ``--output-kind``); default: inferred.
     """
     from .._optional import import_tensorflow
     from ..export.source import load_keras_model
@@ -61,8 +63,12 @@ def keras_reference(model_path, images: ImageSet, labels: Sequence[str], *, spec
     t0 = time.perf_counter_ns()
     # A run's model takes 0..255 pixels and its spec says what it outputs; any other model is
     # inspected by the loader (which also refuses code hidden in the file).
-    model = load_keras_model(path, **({} if spec is None else {"input_range": InputRange.PIXELS,
-                                                               "output_kind": spec.output_kind}))
+    stated = {} if spec is None else {"input_range": InputRange.PIXELS, "output_kind": spec.output_kind}
+    if input_range is not None:
+        stated["input_range"] = input_range
+    if output_kind is not None:
+        stated["output_kind"] = output_kind
+    model = load_keras_model(path, **stated)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     if spec is None:
         spec = ModelSpec(labels=tuple(labels), input_size=model.input_size, output_kind=model.output_kind)

@@ -22,7 +22,7 @@ from ..errors import EdgeclfError, UsageError, first_line
 from ..runtime import metrics
 from ..runtime.layout import ExportDir
 from ..runtime.metadata import file_sha256
-from ..runtime.spec import GOLDEN_ATOL, GOLDEN_IMAGES, INTEGER_IO, Format, ModelSpec, Precision
+from ..runtime.spec import GOLDEN_ATOL, GOLDEN_IMAGES, INTEGER_IO, Format, ModelSpec, OutputKind, Precision
 from .calibration import ImageBank, ImageSet, calibration_set, load_images
 from .check import CheckStage, source_probabilities
 from .converters import CALIBRATION, ConvertContext, Job, mobile_usability, plan_jobs
@@ -60,7 +60,7 @@ def export_model(source, out, options: Optional[ExportOptions] = None, **changes
     t_start = time.monotonic()
     out = Path(out)
     _check_request(out, source, opts)
-    src = _load(source, opts)
+    src, source_kind = _load(source, opts)
     images = _Images(src, opts)
     if opts.max_accuracy_drop is not None and not images.check.has_labels:
         raise UsageError("--max-accuracy-drop needs labelled validation images (a run directory or --data DATA); "
@@ -107,7 +107,8 @@ def export_model(source, out, options: Optional[ExportOptions] = None, **changes
                 validation={"source": images.check_source, "size": len(check), "labelled": check.has_labels,
                             "golden_images": golden_n},
                 keras_accuracy=metrics.accuracy(reference, y) if y is not None and len(check) else None,
-                files=tuple(files), qat=qat.record, not_exported=tuple(not_exported))
+                files=tuple(files), qat=qat.record, not_exported=tuple(not_exported),
+                input_range=src.model.input_range.value, source_output_kind=source_kind.value)
             write_json(tmp / ExportDir.REPORT, report.to_dict())
     except FileExistsError:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite to replace it") from None
@@ -147,12 +148,13 @@ def _load(source, opts: ExportOptions):
     info(f"Loading {source} ...")
     src = load_source(source, labels_file=opts.labels, data=opts.data, calibration=opts.calibration, seed=opts.seed,
                       input_range=opts.input_range, output_kind=opts.output_kind)
-    if not opts.keep_logits:  # files end in probabilities: what MediaPipe & co. show as scores
-        from .heads import with_probability_head
+    # What the source gives, as stated or found (one stated logit: "logits"), for export.json.
+    source_kind = OutputKind.LOGITS if src.model.sigmoid_appended else src.output_kind
+    from .heads import export_head  # files end in probabilities of every label: what apps show
 
-        head_model, head_kind = with_probability_head(src.model, src.output_kind)
-        src = replace(src, model=head_model, output_kind=head_kind)
-    return src
+    head_model, head_kind = export_head(src.model, src.output_kind, keep_logits=opts.keep_logits,
+                                        keep_sigmoid=opts.keep_sigmoid)
+    return replace(src, model=head_model, output_kind=head_kind), source_kind
 
 
 class _Images:

@@ -21,14 +21,15 @@ from ..errors import ModelFileError, UsageError, first_line
 from ..runtime.spec import InputRange, OutputKind
 from .safety import LAMBDA_REFUSED, Inspected, SourceFormat, inspect_model
 from .tf_graph import (fixed_size, freeze, frozen_graph, infer_output_kind, input_scaling_op, last_op, make_function,
-                       refuse_random_ops, signature_input_name, signature_input_spec)
+                       refuse_random_ops, rgb_to_gray, signature_input_name, signature_input_spec)
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A loaded classifier, whatever it came from.
 
-    ``predict`` and ``function`` both take float32 NHWC pixels 0..255 (the wrap to the
-    model's own ``input_range`` is inside), with training-only layers off.
+    ``predict`` and ``function`` both take float32 NHWC RGB pixels 0..255 (the wrap to the
+    model's own ``input_range``, and to luma for a one-channel model, is inside), with
+    training-only layers off.
     """
 
     path: Path
@@ -41,6 +42,8 @@ class LoadedModel:
     notes: tuple[str, ...]  # how input size, range and output kind were decided, for the user
     sigmoid_appended: bool = False  # one binary logit (stated): the files end in an added sigmoid
     softmax_appended: bool = False  # logits turned into probabilities for apps (export's default)
+    two_units_appended: bool = False  # one sigmoid unit p turned into [1 - p, p] for apps (export's default)
+    channels: int = 3  # the model's own input channels: 1 = grayscale, fed luma of the RGB input
     keras_model: object = None  # the Keras 3 or tf_keras model (None for a plain SavedModel)
     function: object = None  # tf.function(image: float32[None, H, W, 3]) -> raw outputs
     trackable: object = field(default=None, repr=False)  # owns the variables of ``function``
@@ -53,7 +56,13 @@ class LoadedModel:
     @property
     def needs_wrap(self) -> bool:
         """Whether the files compute more than the Keras model: input scaling or an added sigmoid."""
-        return self.input_range is not InputRange.PIXELS or self.sigmoid_appended or self.softmax_appended
+        return (self.input_range is not InputRange.PIXELS or self.sigmoid_appended or self.softmax_appended
+                or self.two_units_appended or self.gray)
+
+    @property
+    def gray(self) -> bool:
+        """Whether the model takes one (luma) channel: the files take RGB and convert it."""
+        return self.channels == 1
 
     def frozen_graph(self):
         """(GraphDef, input name, output name): the inference graph with the weights as
@@ -75,6 +84,8 @@ class LoadedModel:
     def predict(self, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
         """Raw model outputs for float32 NHWC pixels 0..255 (Keras' own inference path)."""
         x = np.asarray(x, dtype=np.float32)
+        if self.gray:
+            x = rgb_to_gray(x)
         scale, offset = self.input_range.scale_offset
         if self.input_range is not InputRange.PIXELS:
             x = x * np.float32(scale) + np.float32(offset)
@@ -92,7 +103,9 @@ class LoadedModel:
         if self.softmax_appended:
             e = np.exp(y - y.max(axis=1, keepdims=True))
             return e / e.sum(axis=1, keepdims=True)
-        return 1.0 / (1.0 + np.exp(-y)) if self.sigmoid_appended else y
+        if self.sigmoid_appended:
+            y = 1.0 / (1.0 + np.exp(-y))
+        return np.concatenate([1.0 - y, y], axis=1) if self.two_units_appended else y
 
     def with_softmax(self) -> "LoadedModel":
         """This logits model ending in a softmax (every file gives probabilities)."""
@@ -104,9 +117,23 @@ class LoadedModel:
             return self
         tf = import_tensorflow()
         function = make_function(tf, self.keras_model, self.trackable, self.input_size, self.input_range,
-                                  sigmoid=self.sigmoid_appended, softmax=True)
+                                  sigmoid=self.sigmoid_appended, softmax=True, gray=self.gray)
         return replace(self, output_kind=OutputKind.PROBABILITIES, softmax_appended=True, function=function,
                        _cache={})
+
+    def with_two_units(self) -> "LoadedModel":
+        """This one-sigmoid model ending in ``[1 - p, p]`` (two probabilities, both labels)."""
+        from dataclasses import replace
+
+        from .._optional import import_tensorflow
+
+        if self.output_kind is not OutputKind.SIGMOID:
+            return self
+        tf = import_tensorflow()
+        function = make_function(tf, self.keras_model, self.trackable, self.input_size, self.input_range,
+                                  sigmoid=self.sigmoid_appended, two_units=True, gray=self.gray)
+        return replace(self, output_kind=OutputKind.PROBABILITIES, two_units_appended=True, output_width=2,
+                       function=function, _cache={})
 
     def _serve_raw(self, x):
         sig = self.trackable.signatures["serving_default"]
@@ -116,7 +143,8 @@ class LoadedModel:
 
     def describe(self) -> str:
         h, w = self.input_size
-        return (f"{self.format.value}; input {h}x{w} RGB, expects {self.input_range.value.replace(',', '..')}; "
+        colour = "grayscale (the files take RGB and convert it)" if self.gray else "RGB"
+        return (f"{self.format.value}; input {h}x{w} {colour}, expects {self.input_range.value.replace(',', '..')}; "
                 f"output {self.output_width} {self.output_kind.value}")
 
 def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel:
@@ -153,6 +181,7 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
         sig = obj.signatures["serving_default"]
         spec = signature_input_spec(sig, path)
         size = fixed_size(tuple(spec.shape), path, None)
+        channels = int(spec.shape[-1])
         keras_model, trackable, name = None, obj, path.name
         out_spec = list(sig.structured_outputs.values())
         if len(out_spec) != 1:
@@ -165,12 +194,17 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
             raise ModelFileError(f"{path}: the model has {len(keras_model.inputs)} inputs and "
                                  f"{len(keras_model.outputs)} outputs; edgeclf exports classifiers with one of each")
         size = fixed_size(tuple(keras_model.inputs[0].shape), path, keras_model)
+        channels = int(keras_model.inputs[0].shape[-1])
         width = int(keras_model.outputs[0].shape[-1])
         trackable, name = keras_model, str(keras_model.name)
         if size != tuple(keras_model.inputs[0].shape[1:3]):
             notes.append(f"input size {size[0]}x{size[1]} from the model's Resizing layer")
     rng = stated_range or InputRange.PIXELS
-    function = make_function(tf, keras_model, trackable, size, rng)
+    gray = channels == 1
+    if gray:
+        notes.append("one input channel: the files take RGB and convert it to luma inside "
+                     "(L = 0.299 R + 0.587 G + 0.114 B, Pillow's convert('L') weights)")
+    function = make_function(tf, keras_model, trackable, size, rng, gray=gray)
     graph = frozen_graph(function)
     refuse_random_ops(graph[0], path, ins.format)
     sigmoid = False
@@ -181,7 +215,7 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
         # One binary logit (the transfer-learning tutorial's Dense(1)): the files end in a
         # sigmoid, so they give the probability of the second label like any sigmoid model.
         kind, sigmoid = OutputKind.SIGMOID, True
-        function = make_function(tf, keras_model, trackable, size, rng, sigmoid=True)
+        function = make_function(tf, keras_model, trackable, size, rng, sigmoid=True, gray=gray)
         notes.append("output: 1 logit (as stated); a sigmoid is added, so the files give the probability "
                      "of the second label")
     else:
@@ -200,7 +234,7 @@ def load_keras_model(path, *, input_range=None, output_kind=None) -> LoadedModel
                      "take 0..255 pixels and scale them")
     return LoadedModel(path=path, format=ins.format, name=name, input_size=size, output_width=width,
                        output_kind=kind, input_range=rng, notes=tuple(notes), sigmoid_appended=sigmoid,
-                       keras_model=keras_model, function=function, trackable=trackable)
+                       channels=channels, keras_model=keras_model, function=function, trackable=trackable)
 
 def _parse_output_kind(value) -> OutputKind:
     try:

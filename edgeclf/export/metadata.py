@@ -95,15 +95,27 @@ def _aligned_buffer_class(schema):
     return _ALIGNED["cls"]
 
 
+ONNX_LABELS_JSON_KEY = "labels_json"  # a JSON list: labels may hold commas
+ONNX_LABELS_KEY = "labels"  # comma-joined, for readers written before labels_json
+
+
 def embed_onnx_metadata(model_proto, meta: ModelSpec):
-    """Set ``metadata_props['edgeclf']`` (and a readable ``labels`` entry) on an ONNX ModelProto."""
-    keep = [p for p in model_proto.metadata_props if p.key not in (METADATA_KEY, "labels")]
+    """Set ``metadata_props['edgeclf']`` (the spec the runtime reads) and, for apps that read
+    one key with ONNX Runtime alone, ``labels_json`` (the labels as a JSON list, in
+    index order) and ``labels`` (comma-joined, kept for older readers) on an ONNX ModelProto."""
+    import json
+
+    keep = [p for p in model_proto.metadata_props
+            if p.key not in (METADATA_KEY, ONNX_LABELS_KEY, ONNX_LABELS_JSON_KEY)]
     del model_proto.metadata_props[:]
     model_proto.metadata_props.extend(keep)
     entry = model_proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = meta.to_json()
+    as_json = model_proto.metadata_props.add()
+    as_json.key = ONNX_LABELS_JSON_KEY
+    as_json.value = json.dumps(list(meta.labels), ensure_ascii=False)
     labels = model_proto.metadata_props.add()
-    labels.key = "labels"
+    labels.key = ONNX_LABELS_KEY
     labels.value = ",".join(meta.labels)
     return model_proto

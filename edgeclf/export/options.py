@@ -30,6 +30,8 @@ class ExportOptions:
         seed: seed of the calibration sample and splits (default: the run's, else 123).
         overwrite: replace an existing output folder (only one edgeclf made).
         keep_logits: export a logits model as it is (default: a softmax is appended).
+        keep_sigmoid: export a one-sigmoid model's single unit as it is (default: the files give
+            ``[1 - p, p]`` with both labels, so phone clients name the right class).
         batch: a fixed batch size for the ONNX and ORT files (1 for NNAPI/CoreML).
         card: an ``std_metadata.ModelCard`` for the standard TFLite metadata.
         input_range: the pixel values the model expects ("0,255", "0,1", "-1,1").
@@ -50,6 +52,7 @@ class ExportOptions:
     seed: Optional[int] = None
     overwrite: bool = False
     keep_logits: bool = False
+    keep_sigmoid: bool = False
     batch: Optional[int] = None
     card: object = None
     input_range: Optional[str] = None

@@ -195,22 +195,41 @@ def tf_keras_model(model):
         raise UsageError(f"{model.path}: QAT needs the model's layers, and a SavedModel without Keras "
                          "metadata holds only a traced graph; export the Keras model (.keras) for QAT")
     tfk_model = model.keras_model if model.is_tf_keras else rebuild_as_tf_keras(model.keras_model)
-    if model.input_range is not InputRange.PIXELS or model.sigmoid_appended:
-        tfk_model = with_wrapping(tfk_model, *model.input_range.scale_offset, sigmoid=model.sigmoid_appended)
-    if model.softmax_appended:  # appended to the graph, flat, so tfmot can annotate it
+    if model.input_range is not InputRange.PIXELS or model.sigmoid_appended or model.gray:
+        tfk_model = with_wrapping(tfk_model, *model.input_range.scale_offset, sigmoid=model.sigmoid_appended,
+                                  gray=model.gray)
+    # Heads go on the graph once, flat, so tfmot can annotate them. A tf_keras source that
+    # needed no wrap had its head put into keras_model itself (heads._appended) and carries
+    # no *_appended flag, so nothing is applied twice.
+    if model.softmax_appended:
         from .heads import with_probability_head
 
         tfk_model, _ = with_probability_head(tfk_model, OutputKind.LOGITS)
+    if model.two_units_appended:
+        from .heads import with_two_unit_head
+
+        tfk_model, _ = with_two_unit_head(tfk_model, OutputKind.SIGMOID)
     model._cache["tf_keras"] = tfk_model
     return tfk_model
 
 
-def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False):
+def with_wrapping(model, scale: float, offset: float, *, sigmoid: bool = False, gray: bool = False):
     """``model`` behind a Rescaling(scale, offset), so it takes 0..255 pixels, and followed by
-    a sigmoid when its one output is a logit."""
+    a sigmoid when its one output is a logit. ``gray``: the model takes one channel, and RGB
+    is turned into luma in front by a fixed, non-trainable 1x1 convolution (not a Lambda:
+    tfmot and the safe loaders take it)."""
     tfk = _keras()
-    inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]))  # unnamed: the inner model's input may be INPUT_NAME
+    shape = tuple(model.inputs[0].shape[1:])
+    if gray:
+        shape = (*shape[:2], 3)
+    inp = tfk.Input(shape=shape)  # unnamed: the inner model's input may be INPUT_NAME
     x = inp
+    if gray:
+        from .tf_graph import GRAY_LAYER, gray_kernel
+
+        conv = tfk.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=GRAY_LAYER)
+        x = conv(x)
+        conv.set_weights([gray_kernel()])
     if (scale, offset) != (1.0, 0.0):
         x = tfk.layers.Rescaling(scale, offset=offset, name="input_scaling")(x)
     y = model(x)
@@ -254,9 +273,17 @@ def annotate(model):
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     flat = flatten_model(model)
     annotated, left = [], []
+    from .heads import ONE_MINUS_LAYER, PROBABILITIES_LAYER
+    from .tf_graph import GRAY_LAYER
+
     for layer in flat.layers:
         kind = type(layer).__name__
-        if kind in _SKIP or kind.startswith("Random"):
+        # Fixed pre- and post-processing stays float and is calibrated at conversion: the
+        # RGB-to-luma convolution, and the [1 - p, p] head (annotated, its range would be the
+        # probabilities the float model reached, not 0..1, and cap every score there).
+        fixed = layer.name == GRAY_LAYER or layer.name.startswith(ONE_MINUS_LAYER) or (
+            kind == "Concatenate" and layer.name.startswith(PROBABILITIES_LAYER))
+        if kind in _SKIP or kind.startswith("Random") or fixed:
             left.append(layer.name)
             continue
         # BatchNormalization is absent from the registry because quantize_apply folds it

@@ -69,6 +69,10 @@ class ExportReport:
     qat: Optional[dict] = None
     not_exported: tuple[NotExported, ...] = ()
     edgeclf_version: str = __version__
+    # What the source model itself takes and gives (the files may add scaling and a head):
+    # what ``compare`` needs to run the source as the reference.
+    input_range: str = "0,255"
+    source_output_kind: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)

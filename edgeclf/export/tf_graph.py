@@ -43,10 +43,18 @@ def _layers_in_order(model):
         else:
             yield layer
 
+# Pillow's convert("L") weights (ITU-R 601-2 luma): what a grayscale model was most likely
+# trained on. Pillow computes them in 16-bit fixed point and rounds to an integer; the files
+# keep the float value, at most 0.501 (of 255) from Pillow's on any colour.
+LUMA = (0.299, 0.587, 0.114)
+GRAY_LAYER = "rgb_to_gray"
+
+
 def fixed_size(shape, path, model) -> tuple[int, int]:
-    if len(shape) != 4 or shape[-1] != 3:
+    if len(shape) != 4 or shape[-1] not in (1, 3):
         raise ModelFileError(f"{path}: the model's input shape is {tuple(shape)}; edgeclf exports image "
-                             "classifiers with a (batch, height, width, 3) input")
+                             "classifiers with a (batch, height, width, 3) RGB or (batch, height, width, 1) "
+                             "grayscale input")
     if shape[1] is None or shape[2] is None:
         target = _resizing_target(model) if model is not None else None
         if target is None:
@@ -55,9 +63,24 @@ def fixed_size(shape, path, model) -> tuple[int, int]:
         return target
     return int(shape[1]), int(shape[2])
 
+
+def rgb_to_gray(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) RGB → (N, H, W, 1) float32 luma, as the exported files compute it."""
+    return (np.asarray(pixels, np.float32) @ np.asarray(LUMA, np.float32)[:, None]).astype(np.float32)
+
+
+def gray_kernel() -> np.ndarray:
+    """The 1x1 convolution kernel (1, 1, 3, 1) that turns RGB into luma."""
+    return np.asarray(LUMA, np.float32).reshape(1, 1, 3, 1)
+
+
 def make_function(tf, keras_model, trackable, size, rng: InputRange, *, sigmoid: bool = False,
-                   softmax: bool = False):
-    """tf.function(image) on 0..255 pixels → raw outputs, inference mode."""
+                   softmax: bool = False, two_units: bool = False, gray: bool = False):
+    """tf.function(image) on 0..255 RGB pixels → raw outputs, inference mode.
+
+    ``gray``: the model takes one channel; RGB becomes luma first (a 1x1 convolution, one op in
+    every format). ``two_units``: a one-probability output p becomes ``[1 - p, p]``.
+    """
     h, w = size
     scale, offset = rng.scale_offset
     spec = tf.TensorSpec((None, h, w, 3), tf.float32, name=INPUT_NAME)
@@ -79,19 +102,41 @@ def make_function(tf, keras_model, trackable, size, rng: InputRange, *, sigmoid:
     @tf.function(input_signature=[spec], autograph=False)
     def serve(image):
         x = image
+        if gray:
+            x = tf.nn.conv2d(x, tf.constant(gray_kernel()), strides=1, padding="VALID")
         if rng is not InputRange.PIXELS:
             x = x * scale + offset
         y = call(x)
         if isinstance(y, (list, tuple)):
             y = y[0]
         y = tf.cast(y, tf.float32)
+        logit = y if sigmoid else _sigmoid_input(y) if two_units else None
         if sigmoid:
             y = tf.math.sigmoid(y)
         if softmax:
             y = tf.nn.softmax(y)
+        if two_units:
+            # softmax([-z/2, z/2]) is [1 - p, p] and ends in a softmax (a fixed 0..1 output
+            # range once quantized); without the logit, [1 - p, p] itself.
+            y = (tf.nn.softmax(tf.concat([-0.5 * logit, 0.5 * logit], axis=-1)) if logit is not None
+                 else tf.concat([1.0 - y, y], axis=-1))
         return tf.identity(y, name="output")
 
     return serve
+
+def _sigmoid_input(y):
+    """The input of the Sigmoid op that makes ``y`` in a traced graph (through identities), or None."""
+    t = y
+    for _ in range(8):
+        op = getattr(t, "op", None)
+        if op is None:
+            return None
+        if op.type == "Sigmoid":
+            return op.inputs[0]
+        if op.type not in ("Identity", "Cast", "EnsureShape"):
+            return None
+        t = op.inputs[0]
+    return None
 
 # Augmentation layers that pass images through unchanged at inference. Keras 3 draws their
 # random seeds even then (a variable update and random ops in the traced graph), so the

@@ -31,7 +31,12 @@ CHUNK = 32
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result: the best label, its confidence, every probability, the top k."""
+    """One image's result: the best label, its confidence, every probability, the top k.
+
+    The scores are the file's own, as phone clients show them: a quantized (uint8) output
+    gives its 1/256 steps, not renormalised (so its row may sum to 1 within a few steps), and
+    exact ties go to the lower label index, as MediaPipe's ImageClassifier lists them.
+    """
 
     label: str
     index: int
@@ -62,6 +67,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
+
+
+def to_scores(raw: np.ndarray, kind: OutputKind) -> np.ndarray:
+    """A model's raw output as float32 ``(N, classes)`` scores, as phone clients show them.
+
+    ``logits``: softmax. ``sigmoid``: one unit p becomes ``[1 - p, p]``. ``probabilities``:
+    clipped to 0..1 and otherwise as the file gives them (MediaPipe shows a uint8 softmax
+    output in its own 1/256 steps, which need not sum to 1).
+    """
+    kind = OutputKind(kind)
+    raw = np.asarray(raw)
+    if kind is OutputKind.PROBABILITIES:
+        return np.clip(raw.astype(np.float32, copy=False), 0.0, 1.0)
+    return to_probabilities(raw, kind)
 
 
 def to_probabilities(raw: np.ndarray, kind: OutputKind) -> np.ndarray:
@@ -147,6 +166,15 @@ class Classifier:
         Returns:
             float32 ``(N, len(labels))``; each row sums to 1.
         """
+        return to_probabilities(self._raw(batch), self.metadata.output_kind)
+
+    def predict_scores(self, batch: np.ndarray) -> np.ndarray:
+        """Scores for a preprocessed batch, as phone clients show them (see ``to_scores``): the
+        same order and ties as ``predict_proba``; a quantized file's rows are its own 1/256
+        steps, not renormalised to sum to 1."""
+        return to_scores(self._raw(batch), self.metadata.output_kind)
+
+    def _raw(self, batch: np.ndarray) -> np.ndarray:
         x = np.asarray(batch)
         if x.ndim == 3:
             x = x[None]
@@ -156,10 +184,9 @@ class Classifier:
                 f"predict_proba takes uint8 pixels shaped (N, {h}, {w}, 3); got {x.dtype} {x.shape}. "
                 "Use predict() for files or images of other sizes")
         if x.shape[0] == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        raw = check_rows(self.path, self._backend.predict(np.ascontiguousarray(x)), x.shape[0],
-                         self._backend.num_outputs)
-        return to_probabilities(raw, self.metadata.output_kind)
+            return np.zeros((0, self._backend.num_outputs), np.float32)
+        return check_rows(self.path, self._backend.predict(np.ascontiguousarray(x)), x.shape[0],
+                          self._backend.num_outputs)
 
     def preprocess(self, image: "ImageSource") -> np.ndarray:
         """One image as this model takes it: uint8 ``(H, W, 3)`` at ``input_size``."""
@@ -196,7 +223,7 @@ class Classifier:
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             batch = np.stack([self.preprocess(item) for item in chunk])
-            probs = self.predict_proba(batch)
+            probs = self.predict_scores(batch)
             for item, row in zip(chunk, probs):
                 source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
                 results.append(self.to_prediction(row, top_k=k, source=source))
@@ -233,7 +260,9 @@ class Classifier:
         return FrameStream(self, frames, top_k=top_k, every=every, max_fps=max_fps, max_frames=max_frames)
 
     def to_prediction(self, row: np.ndarray, *, top_k: int = 1, source: Optional[str] = None) -> Prediction:
-        """A ``Prediction`` from one row of ``predict_proba``."""
+        """A ``Prediction`` from one row of ``predict_scores`` (or ``predict_proba``)."""
+        # Stable: an exact tie goes to the lower index, the label MediaPipe's ImageClassifier
+        # puts first (its default max_results=-1 and max_results=1; tested with the real client).
         order = np.argsort(-row, kind="stable")[:max(1, min(top_k, len(self.labels)))]
         best = int(order[0])
         return Prediction(

@@ -1,7 +1,7 @@
 """The live loop: frames in, one result per frame out, and a summary of the run.
 
 ``Classifier.stream(frames)`` returns a ``FrameStream``. Each frame goes through
-``Classifier.preprocess`` (``load_image``: RGB, the model's resize) and ``predict_proba``, the
+``Classifier.preprocess`` (``load_image``: RGB, the model's resize) and ``predict_scores``, the
 code ``predict`` runs for a file, so a frame and the same pixels saved as a PNG get the same
 probabilities. Standard library and numpy; frame sources are in ``frames``.
 
@@ -243,7 +243,7 @@ class FrameStream:
         except ImageError as exc:
             return self._count(FrameResult(frame, FrameStatus.FAILED, error=str(exc), time=time.time()))
         t2 = time.perf_counter()
-        probs = self._clf.predict_proba(x[None])[0]
+        probs = self._clf.predict_scores(x[None])[0]  # the scores an app shows, as predict reports them
         t3 = time.perf_counter()
         prediction = self._clf.to_prediction(probs, top_k=self.top_k, source=frame.source)
         pre_ms, inf_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3
