@@ -40,7 +40,6 @@ BLOCK_TIMEOUT_S = 600  # a hang guard only: the slowest block (edgeclf run) take
 
 # Links to guides that other branches add; they resolve once the lead has merged them.
 # The lead deletes this constant (and its use in test_relative_links_resolve) at merge.
-EXPECTED_AT_MERGE = {"docs/apps.md"}
 
 # The only changes the test makes to documented commands: options appended to the heavy
 # defaults, so the docs run in minutes on 2 CPU cores. (`edgeclf train` keeps its 20 epochs:
@@ -404,8 +403,7 @@ def test_relative_links_resolve():
             file_part, _, anchor = target.partition("#")
             path = (f.parent / file_part).resolve() if file_part else f
             if not path.exists():
-                if rel(path) not in EXPECTED_AT_MERGE:
-                    broken.append(f"{rel(f)}: ({target}): no such file")
+                broken.append(f"{rel(f)}: ({target}): no such file")
             elif anchor and path.suffix == ".md" and anchor not in anchors(path):
                 broken.append(f"{rel(f)}: ({target}): {rel(path)} has no heading with the anchor #{anchor}")
     assert not broken, "broken links:\n" + "\n".join(broken)
