@@ -38,9 +38,6 @@ SHOWN_LANGS = {"text", "kotlin", "swift", "java", "objc", "json", "toml", "yaml"
 SKIP_RE = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*:?(.*?)-->\s*$")
 BLOCK_TIMEOUT_S = 600  # a hang guard only: the slowest block (edgeclf run) takes about a minute here
 
-# Links to guides that other branches add; they resolve once the lead has merged them.
-# The lead deletes this constant (and its use in test_relative_links_resolve) at merge.
-
 # The only changes the test makes to documented commands: options appended to the heavy
 # defaults, so the docs run in minutes on 2 CPU cores. (`edgeclf train` keeps its 20 epochs:
 # on 120 small images they take seconds, and after them the export's check stage delivered
