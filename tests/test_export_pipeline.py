@@ -144,14 +144,21 @@ def test_plain_keras3_models_export_with_every_default_file_proven(k3, data, tmp
 
 
 def test_nested_mobilenet_transfer_model(k3, data, tmp_path):
-    """The transfer-learning tutorial's shape: Resizing, preprocess_input, a nested MobileNetV2
-    base, pooling, dropout, one Dense. Exits 0; what is delivered is proven; what is not has a reason."""
+    """The transfer-learning tutorial's shape: augmentation (a Sequential without an Input),
+    Resizing, preprocess_input, a nested MobileNetV2 base, pooling, dropout, one Dense. Exits 0;
+    what is delivered is proven and holds no training-only op; what is not has a reason."""
+    from edgeclf.export.keras_load import load_keras_model
+    from edgeclf.export.qat import flatten_model, tf_keras_model
+    from edgeclf.export.tflite import tflite_op_names
+
     root, samples = data
     x, y = _pixels(samples)
     k3.utils.set_random_seed(5)
+    augment = k3.Sequential([k3.layers.RandomFlip("horizontal"), k3.layers.RandomRotation(0.1),
+                             k3.layers.RandomZoom(0.1)], name="data_augmentation")
     base = k3.applications.MobileNetV2(input_shape=(40, 40, 3), alpha=0.35, include_top=False, weights=None)
     inp = k3.Input((SIZE, SIZE, 3))
-    h = k3.layers.Resizing(40, 40)(inp)
+    h = k3.layers.Resizing(40, 40)(augment(inp))
     h = k3.applications.mobilenet_v2.preprocess_input(h)
     h = base(h, training=False)
     h = k3.layers.GlobalAveragePooling2D()(h)
@@ -160,13 +167,26 @@ def test_nested_mobilenet_transfer_model(k3, data, tmp_path):
     model.compile(k3.optimizers.Adam(1e-3), k3.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     model.save(tmp_path / "transfer.keras")
-    res, out = _export(tmp_path, tmp_path / "transfer.keras", root)
+    res, out = _export(tmp_path, tmp_path / "transfer.keras", root, "--qat-epochs", "0")
     assert res.exit_code == 0, res.output
     assert "internal error" not in res.output
     report = _check_delivered(model, out, root)
     assert {"model_float32.tflite", "model_float32.onnx"} <= {f["file"] for f in report["files"]}
     for x_ in report["not_exported"]:
         assert x_["reason"] and x_["stage"] in ("plan", "convert", "check"), x_
+    banned = ("random", "dropout", "multinomial", "stateless")
+    import onnx
+
+    for f in report["files"]:
+        path = out / f["file"]
+        ops = tflite_op_names(path.read_bytes()) if path.suffix == ".tflite" else \
+            [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert not [op for op in ops if any(w in op.lower() for w in banned)], (f["file"], ops)
+    # QAT starts from a tf_keras rebuild: same outputs (it raises if not), augmentation left out
+    rebuilt = tf_keras_model(load_keras_model(tmp_path / "transfer.keras"))
+    assert type(rebuilt).__module__.startswith("tf_keras")
+    kinds = {type(layer).__name__ for layer in flatten_model(rebuilt).layers}
+    assert {"DepthwiseConv2D", "BatchNormalization", "TFOpLambda"} <= kinds and "RandomFlip" not in kinds, kinds
 
 
 def _softmax_cnn(k3, samples, path: Path):

@@ -128,39 +128,6 @@ def test_savedmodel_that_augments_at_inference_is_refused_clearly(tutorial_cnn, 
         load_keras_model(root / "cnn_saved")
 
 
-def test_transfer_model_with_nested_mobilenetv2(k3, data):
-    """The transfer-learning tutorial's shape: augmentation, preprocess_input, a nested
-    MobileNetV2 base, GlobalAveragePooling2D, Dropout, Dense logits; and its tf_keras rebuild."""
-    from edgeclf.export.exporter import export_model
-
-    root, samples = data
-    k3.utils.set_random_seed(1)
-    base = k3.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None, alpha=0.35)
-    inputs = k3.Input((SIZE, SIZE, 3))
-    x = _augmentation(k3)(inputs)
-    x = k3.applications.mobilenet_v2.preprocess_input(x)
-    x = base(x, training=False)
-    x = k3.layers.GlobalAveragePooling2D()(x)
-    x = k3.layers.Dropout(0.2)(x)
-    model = k3.Model(inputs, k3.layers.Dense(len(LABELS))(x), name="transfer")
-    _fit(k3, model, samples, epochs=1)
-    model.save(root / "transfer.keras")
-    report = export_model(root / "transfer.keras", root / "out_tl", labels=root / "labels.txt",
-                          data=root / "data", precisions=["float32", "int8"])
-    names = sorted(f.file for f in report.files)
-    assert names == sorted(["model_float32.tflite", "model_int8.tflite", "model_float32.onnx", "model_int8.onnx"])
-    _no_training_ops(root / "out_tl", names)
-    # QAT starts from a tf_keras rebuild (QAT itself is exercised on the CNN above: MobileNetV2
-    # through tensorflow-model-optimization takes a minute, and test_export covers it in tf_keras)
-    from edgeclf.export.keras_load import load_keras_model
-    from edgeclf.export.qat import flatten_model, tf_keras_model
-
-    rebuilt = tf_keras_model(load_keras_model(root / "transfer.keras"))  # raises if outputs differ
-    assert type(rebuilt).__module__.startswith("tf_keras")
-    kinds = {type(layer).__name__ for layer in flatten_model(rebuilt).layers}
-    assert {"DepthwiseConv2D", "BatchNormalization", "TFOpLambda"} <= kinds and "RandomFlip" not in kinds, kinds
-
-
 def test_savedmodel_with_resizing_and_softmax(k3, data):
     """model.export() of a model with a Resizing layer that ends in softmax: probabilities,
     input size from the model, every file takes 0..255."""

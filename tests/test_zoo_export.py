@@ -20,7 +20,9 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(MODELS))
+# mobilenet_v2 is left out here for the suite's time (90 s): its export is covered nested, with
+# QAT, in test_export.py (tf_keras) and test_export_pipeline.py (Keras 3, every default file).
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"mobilenet_v2"}))
 def test_every_zoo_model_exports_with_the_default_precisions(name, data, tmp_path):
     from edgeclf.export import export_model
     from edgeclf.runtime.layout import ExportDir
