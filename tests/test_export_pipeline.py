@@ -156,9 +156,9 @@ def test_nested_mobilenet_transfer_model(k3, data, tmp_path):
     k3.utils.set_random_seed(5)
     augment = k3.Sequential([k3.layers.RandomFlip("horizontal"), k3.layers.RandomRotation(0.1),
                              k3.layers.RandomZoom(0.1)], name="data_augmentation")
-    base = k3.applications.MobileNetV2(input_shape=(40, 40, 3), alpha=0.35, include_top=False, weights=None)
+    base = k3.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None)
     inp = k3.Input((SIZE, SIZE, 3))
-    h = k3.layers.Resizing(40, 40)(augment(inp))
+    h = k3.layers.Resizing(SIZE, SIZE)(augment(inp))  # the tutorial resizes; the smallest size keeps the test quick
     h = k3.applications.mobilenet_v2.preprocess_input(h)
     h = base(h, training=False)
     h = k3.layers.GlobalAveragePooling2D()(h)
