@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from ..runtime import metrics
-from ..runtime.spec import CheckGate
+from ..runtime.spec import CheckGate, Format, Precision
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,6 @@ class CheckStage:
 
     def run(self, job, data: bytes, ctx) -> tuple[bytes, np.ndarray, Verdict, Optional[dict]]:
         """(the file as it will be delivered, its probabilities, the verdict, the budget record)."""
-        from ..runtime.spec import Format, Precision
         from .budget import predict_bytes
 
         probs = predict_bytes(data, "." + job.format.value, self.images)
@@ -161,7 +160,7 @@ class CheckStage:
         from .converters import SPEED_KEY
 
         budget = Budget(gate.max_accuracy_drop if self.y is not None else None, gate.min_agreement)
-        float_onnx = ctx.float_onnx() if job.format.value == "onnx" else None
+        float_onnx = ctx.float_onnx() if job.format is Format.ONNX else None
         # The TFLite int8 file may keep layers float for speed: the budget starts from them.
         sel, speed = ctx.cache.get(SPEED_KEY, (None, None)) if job.format.value == "tflite" else (None, None)
         data, probs, res = enforce_budget(

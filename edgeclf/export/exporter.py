@@ -65,7 +65,7 @@ def export_model(source, out, options: Optional[ExportOptions] = None, **changes
     if opts.max_accuracy_drop is not None and not images.check.has_labels:
         raise UsageError("--max-accuracy-drop needs labelled validation images (a run directory or --data DATA); "
                          "--min-agreement needs none")
-    jobs, left = plan_jobs(opts.formats, opts.precisions, has_calibration=images.cal_pool,
+    jobs, left = plan_jobs(opts.formats, opts.precisions, has_calibration=bool(images.pool),
                            has_training=images.has_training)
     for fmt, p, why in left:
         info(f"Not exporting {fmt} {p}: {why}")
@@ -165,7 +165,6 @@ class _Images:
         self.bank = src.images if src.images is not None else ImageBank(src.input_size, src.resize_method)
         self.has_training = bool(src.train) and all(i >= 0 for _, i in src.train)
         self.pool = src.calibration or src.train
-        self.cal_pool = bool(self.pool)
         self.check, self.check_source = self._check_set(opts)
 
     def _load(self, samples, what):

@@ -7,7 +7,8 @@ from typing import Optional
 
 from ..errors import OptionError, UsageError
 from ..runtime import metrics
-from ..runtime.spec import DEFAULT_CALIBRATION_SIZE, CheckGate, DEFAULT_GATES, IOType, Precision, parse_enum
+from ..runtime.spec import (DEFAULT_CALIBRATION_SIZE, DEFAULT_GATES, MAX_SEED, CheckGate, IOType, Precision,
+                            parse_enum)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class ExportOptions:
             raise OptionError("qat_epochs", f"must be from 0 to 1000, not {self.qat_epochs}")
         if self.batch is not None and not 1 <= self.batch <= 4096:
             raise OptionError("batch", f"must be a batch size from 1 to 4096; got {self.batch}")
-        if self.seed is not None and not 0 <= self.seed < 2 ** 32:
-            raise OptionError("seed", f"must be from 0 to {2 ** 32 - 1}; got {self.seed}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise OptionError("seed", f"must be from 0 to {MAX_SEED}; got {self.seed}")
         metrics.validate_thresholds(self.max_accuracy_drop, self.min_agreement)
 
     @classmethod
